@@ -1,0 +1,91 @@
+"""Dependencies shared by every router: the store, and API-key auth.
+
+Auth is attached per router (`APIRouter(dependencies=[ReadAuth])`), never per route, so no
+route can forget it. `ReadAuth` lets a read-only key through on GET/HEAD/OPTIONS only; any other
+method needs a read-write key, so a router mixing reads and writes attaches `ReadAuth` once and
+a `:ro` key still cannot write. `WriteAuth` always needs a read-write key (OTLP ingest).
+With no `EVOLUTION_API_KEYS` configured both let everything through.
+
+    401  no `Authorization: Bearer <key>` header, or an unknown key
+    403  a read-only key on a write
+"""
+
+from __future__ import annotations
+
+import hmac
+from typing import Annotated, Any
+
+from fastapi import Depends, HTTPException, Query, Request
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+
+from evolution_store import EvolutionStore
+from evolution_store.config import Settings
+
+SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+
+
+def get_store(request: Request) -> EvolutionStore:
+    return request.app.state.store
+
+
+def get_settings(request: Request) -> Settings:
+    return request.app.state.settings
+
+
+# Declared so /docs shows an "Authorize" button; the checks below decide what it means.
+_bearer = HTTPBearer(auto_error=False, description="An EVOLUTION_API_KEYS key")
+Credentials = Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
+
+
+def _key_may_write(
+    request: Request, credentials: HTTPAuthorizationCredentials | None
+) -> bool | None:
+    """None when auth is off; else whether the presented key may write. Raises 401."""
+    keys: dict[str, bool] = request.app.state.api_keys
+    if not keys:
+        return None
+    token = credentials.credentials.strip() if credentials is not None else ""
+    if not token:
+        raise HTTPException(
+            401,
+            "missing API key: send Authorization: Bearer <key>",
+            headers={"WWW-Authenticate": "Bearer"},
+        )
+    may_write: bool | None = None
+    # Compare against every key in constant time, so timing tells nothing about near misses.
+    for key, writable in keys.items():
+        if hmac.compare_digest(key.encode(), token.encode()):
+            may_write = writable
+    if may_write is None:
+        raise HTTPException(401, "invalid API key", headers={"WWW-Authenticate": "Bearer"})
+    return may_write
+
+
+def require_read(request: Request, credentials: Credentials) -> None:
+    """Any valid key for a safe method; a read-write key for everything else."""
+    may_write = _key_may_write(request, credentials)
+    if may_write is False and request.method not in SAFE_METHODS:
+        raise HTTPException(403, "this API key is read-only")
+
+
+def require_write(request: Request, credentials: Credentials) -> None:
+    """A read-write key, whatever the method."""
+    if _key_may_write(request, credentials) is False:
+        raise HTTPException(403, "this API key is read-only")
+
+
+#: For `APIRouter(dependencies=[ReadAuth])`: reads with any key, writes with a write key.
+ReadAuth: Any = Depends(require_read)
+#: For `include_router(router, dependencies=[WriteAuth])`: a read-write key for every route.
+WriteAuth: Any = Depends(require_write)
+
+StoreDep = Annotated[EvolutionStore, Depends(get_store)]
+SettingsDep = Annotated[Settings, Depends(get_settings)]
+
+# Query parameters several routers share.
+Limit = Annotated[int, Query(ge=1, le=1000, description="Page size (1–1000)")]
+Cursor = Annotated[
+    str | None, Query(max_length=1000, description="`next_cursor` of the previous page")
+]
+Nanos = Annotated[int | None, Query(ge=0, le=2**63 - 1, description="Unix time in nanoseconds")]
+Text = Annotated[str | None, Query(min_length=1, max_length=1000)]

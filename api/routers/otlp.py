@@ -1,0 +1,262 @@
+"""OTLP/HTTP trace receiver: `POST /v1/traces` (protobuf or JSON, gzip or not).
+
+The answers follow the OTLP spec (OTLP_NOTES "Transport") so that every OTel exporter's retry
+logic does the right thing:
+
+    200  stored and committed; `partial_success` names rejected spans (or carries warnings)
+    400  undecodable body, bad gzip              (google.rpc.Status; clients do not retry)
+    413  body over `max_body_bytes` *after* decompression
+    415  unknown Content-Type or Content-Encoding
+    503  write queue full (Retry-After) or database unavailable (clients retry)
+
+Error bodies are a `google.rpc.Status` in the request's encoding. A 200 is sent only after
+`store.ingest` returned, i.e. after the transaction holding the spans committed; no background
+tasks. Nothing a client sends produces a 500.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import zlib
+from typing import Any
+
+from fastapi import APIRouter, Request, Response
+from google.protobuf import json_format
+from google.protobuf.duration_pb2 import Duration
+from google.rpc import code_pb2, error_details_pb2, status_pb2
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceResponse
+
+from evolution_store.errors import EvolutionStoreError, InvalidInput, Overloaded, StorageError
+from evolution_store.otlp import DecodedRequest, decode_json, decode_protobuf
+
+logger = logging.getLogger("evolution_store.api.otlp")
+
+router = APIRouter(tags=["otlp"])
+
+PROTOBUF = "application/x-protobuf"
+JSON = "application/json"
+_MEDIA_TYPES = {PROTOBUF: PROTOBUF, "application/protobuf": PROTOBUF, JSON: JSON}
+DEFAULT_MAX_BODY_BYTES = 64 * 1024 * 1024
+#: seconds a client should wait after a StorageError (the database may be restarting)
+STORAGE_RETRY_AFTER = 5
+
+
+class _BodyError(Exception):
+    """Reading the body failed; carries the HTTP answer."""
+
+    def __init__(self, status_code: int, grpc_code: int, message: str) -> None:
+        super().__init__(message)
+        self.status_code = status_code
+        self.grpc_code = grpc_code
+
+
+_OPENAPI_BODY: dict[str, Any] = {
+    "requestBody": {
+        "required": True,
+        "description": "An OTLP `ExportTraceServiceRequest`, binary protobuf or OTLP/JSON "
+        "(hex ids); `Content-Encoding: gzip` accepted.",
+        "content": {
+            PROTOBUF: {"schema": {"type": "string", "format": "binary"}},
+            JSON: {"schema": {"type": "object"}},
+        },
+    }
+}
+
+
+@router.post(
+    "/v1/traces",
+    response_class=Response,
+    summary="OTLP/HTTP trace export",
+    openapi_extra=_OPENAPI_BODY,
+    responses={
+        200: {"description": "Committed. `partial_success` counts rejected spans."},
+        400: {"description": "Undecodable body (google.rpc.Status)."},
+        413: {"description": "Body larger than the cap after decompression."},
+        415: {"description": "Unsupported Content-Type or Content-Encoding."},
+        503: {"description": "Overloaded (Retry-After) or database unavailable."},
+    },
+)
+async def export_traces(request: Request) -> Response:
+    """Receive an OTLP trace export and answer only after its spans are committed."""
+    media = _media_type(request.headers.get("content-type", ""))
+    if media is None:
+        return _status_response(
+            415,
+            code_pb2.INVALID_ARGUMENT,
+            f"unsupported Content-Type; send {PROTOBUF} or {JSON}",
+            JSON,
+        )
+    encoding = request.headers.get("content-encoding", "").strip().lower()
+    if encoding not in ("", "identity", "gzip"):
+        return _status_response(
+            415, code_pb2.INVALID_ARGUMENT, "unsupported Content-Encoding; use gzip or none", media
+        )
+    settings = getattr(request.app.state, "settings", None)
+    cap = getattr(settings, "max_body_bytes", None) or DEFAULT_MAX_BODY_BYTES
+    try:
+        body = await _read_body(request, gzip=encoding == "gzip", cap=cap)
+    except _BodyError as exc:
+        return _status_response(exc.status_code, exc.grpc_code, str(exc), media)
+
+    try:
+        decoded = decode_protobuf(body) if media == PROTOBUF else decode_json(body)
+    except InvalidInput as exc:
+        return _status_response(400, code_pb2.INVALID_ARGUMENT, str(exc), media)
+    except Exception:
+        # A decoder bug must not become a 500 (or a retry loop): the body is what failed.
+        logger.exception("OTLP decode failed unexpectedly")
+        return _status_response(400, code_pb2.INVALID_ARGUMENT, "body could not be decoded", media)
+
+    if decoded.spans or decoded.rewards:
+        failure = await _ingest(request, decoded, len(body), media)
+        if failure is not None:
+            return failure
+    return _success(decoded, media)
+
+
+def _media_type(content_type: str) -> str | None:
+    return _MEDIA_TYPES.get(content_type.split(";", 1)[0].strip().lower())
+
+
+async def _ingest(
+    request: Request, decoded: DecodedRequest, size: int, media: str
+) -> Response | None:
+    """Hand the batch to the writer; None once committed, else the error answer."""
+    store = request.app.state.store
+    try:
+        await store.ingest(decoded.spans, decoded.rewards, size_bytes=size)
+    except Overloaded as exc:
+        return _status_response(
+            503, code_pb2.UNAVAILABLE, str(exc) or "overloaded", media, retry_after=exc.retry_after
+        )
+    except StorageError as exc:
+        logger.warning("OTLP ingest: storage error: %s", exc)
+        return _status_response(
+            503,
+            code_pb2.UNAVAILABLE,
+            "storage unavailable",
+            media,
+            retry_after=STORAGE_RETRY_AFTER,
+        )
+    except EvolutionStoreError as exc:
+        return _status_response(400, code_pb2.INVALID_ARGUMENT, str(exc), media)
+    except Exception:
+        logger.exception("OTLP ingest failed unexpectedly")
+        return _status_response(503, code_pb2.UNAVAILABLE, "ingest failed; retry later", media)
+    return None
+
+
+async def _read_body(request: Request, *, gzip: bool, cap: int) -> bytes:
+    """The body, decompressed, never larger than `cap` bytes in memory.
+
+    The cap applies after decompression, and decompression is bounded chunk by chunk
+    (`max_length`), so a gzip bomb stops at cap + 1 bytes instead of filling memory.
+    """
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > cap:
+        raise _BodyError(413, code_pb2.RESOURCE_EXHAUSTED, f"body is larger than {cap} bytes")
+    inflater = _Inflater(cap) if gzip else None
+    parts: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        if not chunk:
+            continue
+        if inflater is not None:
+            inflater.feed(chunk)
+            continue
+        size += len(chunk)
+        if size > cap:
+            raise _BodyError(413, code_pb2.RESOURCE_EXHAUSTED, f"body is larger than {cap} bytes")
+        parts.append(chunk)
+    if inflater is not None:
+        return inflater.finish()
+    return parts[0] if len(parts) == 1 else b"".join(parts)
+
+
+class _Inflater:
+    """Incremental gzip decompression (multi-member, like `gzip.decompress`) with a hard cap."""
+
+    def __init__(self, cap: int) -> None:
+        self.cap = cap
+        self.parts: list[bytes] = []
+        self.size = 0
+        self.started = False
+        self._new()
+
+    def _new(self) -> None:
+        self.inflater = zlib.decompressobj(16 + zlib.MAX_WBITS)
+
+    def feed(self, data: bytes) -> None:
+        self.started = True
+        try:
+            while data:
+                # At most cap + 1 bytes more: enough to know the cap was passed.
+                out = self.inflater.decompress(data, self.cap - self.size + 1)
+                self._add(out)
+                if self.inflater.unconsumed_tail:
+                    raise self._too_large()  # max_length stopped it, so the cap is passed
+                if self.inflater.eof:
+                    data = self.inflater.unused_data
+                    if data:
+                        self._new()
+                else:
+                    data = b""
+        except zlib.error as exc:
+            raise _BodyError(400, code_pb2.INVALID_ARGUMENT, f"invalid gzip body: {exc}") from exc
+
+    def finish(self) -> bytes:
+        if self.started and not self.inflater.eof:
+            raise _BodyError(400, code_pb2.INVALID_ARGUMENT, "truncated gzip body")
+        return b"".join(self.parts)
+
+    def _add(self, out: bytes) -> None:
+        if out:
+            self.size += len(out)
+            if self.size > self.cap:
+                raise self._too_large()
+            self.parts.append(out)
+
+    def _too_large(self) -> _BodyError:
+        return _BodyError(
+            413, code_pb2.RESOURCE_EXHAUSTED, f"body is larger than {self.cap} bytes decompressed"
+        )
+
+
+def _success(decoded: DecodedRequest, media: str) -> Response:
+    response = ExportTraceServiceResponse()
+    # Rejected spans, or warnings (e.g. a reward carrier that could not be read): the spec
+    # allows `rejected_spans = 0` with a message for warnings.
+    if decoded.rejected or decoded.errors:
+        response.partial_success.rejected_spans = decoded.rejected
+        response.partial_success.error_message = decoded.error_message
+    return _message_response(200, response, media)
+
+
+def _status_response(
+    status_code: int,
+    grpc_code: int,
+    message: str,
+    media: str,
+    *,
+    retry_after: float | None = None,
+) -> Response:
+    status = status_pb2.Status(code=grpc_code, message=message)
+    headers: dict[str, str] = {}
+    if retry_after is not None:
+        seconds = max(1, math.ceil(retry_after))
+        headers["Retry-After"] = str(seconds)
+        status.details.add().Pack(
+            error_details_pb2.RetryInfo(retry_delay=Duration(seconds=seconds))
+        )
+    return _message_response(status_code, status, media, headers)
+
+
+def _message_response(
+    status_code: int, message: Any, media: str, headers: dict[str, str] | None = None
+) -> Response:
+    if media == PROTOBUF:
+        content = message.SerializeToString()
+    else:
+        content = json_format.MessageToJson(message, indent=None).encode()
+    return Response(content=content, status_code=status_code, media_type=media, headers=headers)

@@ -1,0 +1,237 @@
+"""Run the server: REST and OTLP/HTTP from one uvicorn server on two ports, OTLP/gRPC beside
+them, all over one store.
+
+    run(Settings(store_url="sqlite:///./evolution.db"))     # what `evolution-store serve` does
+
+How the two HTTP ports work: both sockets are bound here, before anything else starts, and
+handed to a single `uvicorn.Server.serve(sockets=[...])`, so one app, one lifespan and one
+store serve both. The OTLP port (4318 by default) answers only `/v1/traces` and `/healthz`,
+like a collector's; the main port answers everything, `/v1/traces` included.
+
+Shutdown (SIGTERM or Ctrl+C): uvicorn stops accepting and waits for in-flight requests, whose
+spans the writer commits before they are answered; then the gRPC server stops with a grace
+period; then `store.close()` drains whatever is still queued. The process exits 0.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import signal
+import socket
+import threading
+from collections.abc import Callable, Iterator
+from types import FrameType
+from typing import Any
+
+import uvicorn
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from evolution_store import EvolutionStore
+from evolution_store.config import Settings
+from evolution_store.errors import EvolutionStoreError
+
+from .app import SHUTDOWN_TIMEOUT, create_app
+
+#: paths the OTLP/HTTP port answers; everything else there is a 404
+OTLP_PORT_PATHS = frozenset({"/v1/traces", "/healthz"})
+
+
+class ServeError(Exception):
+    """The server could not start (port taken, database unreachable...). One line, no trace."""
+
+
+def run(settings: Settings, *, echo: Callable[[str], None] = print) -> None:
+    """Serve until SIGTERM/SIGINT, then drain and return. Raises `ServeError` on startup."""
+    asyncio.run(serve(settings, echo=echo))
+
+
+async def serve(settings: Settings, *, echo: Callable[[str], None] = print) -> None:
+    """Async body of `run`: bind, open the store, start gRPC, serve HTTP, drain, close."""
+    listeners = _listeners(settings)
+    if settings.otlp_grpc_port:
+        # Probe first: gRPC's own bind failure is a C-core log line plus a vague message.
+        _bind(settings.host, settings.otlp_grpc_port, "OTLP/gRPC").close()
+    sockets = [_bind(settings.host, port, what) for what, port in listeners]
+    try:
+        store = await _open_store(settings)
+    except BaseException:
+        for sock in sockets:
+            sock.close()
+        raise
+    grpc_server = None
+    # From here to the end of the drain, SIGTERM/SIGINT ask for a clean stop (a second one
+    # during the drain changes nothing) instead of killing the process.
+    with _StopSignals() as signals:
+        try:
+            if settings.otlp_grpc_port:
+                grpc_server = await _start_grpc(store, settings)
+            app: ASGIApp = create_app(settings, store=store)
+            if settings.otlp_http_port:
+                app = OtlpPortOnly(app, port=settings.otlp_http_port)
+            config = uvicorn.Config(
+                app,
+                lifespan="on",
+                access_log=False,
+                timeout_graceful_shutdown=int(SHUTDOWN_TIMEOUT),
+                log_level="info",
+            )
+            server = _Server(config)
+            signals.attach(server)
+            backend, where = store.backend_name, _redact(settings.store_url)
+            echo(f"evolution-store {backend} database at {where}")
+            for what, port in listeners:
+                echo(f"{what} on http://{_host_text(settings.host)}:{port}")
+            if grpc_server is not None:
+                echo(f"OTLP/gRPC on {_host_text(settings.host)}:{settings.otlp_grpc_port}")
+            await server.serve(sockets=sockets)
+        finally:
+            for sock in sockets:
+                sock.close()
+            if grpc_server is not None:
+                await grpc_server.stop(SHUTDOWN_TIMEOUT)
+            await store.close(timeout=SHUTDOWN_TIMEOUT)
+    echo("evolution-store stopped")
+
+
+class OtlpPortOnly:
+    """On the OTLP/HTTP port, let through only `/v1/traces` and `/healthz`.
+
+    uvicorn puts the local address of the connection in `scope["server"]`, so the port a
+    request arrived on is known without a second app."""
+
+    def __init__(self, app: ASGIApp, *, port: int) -> None:
+        self.app = app
+        self.port = port
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if (
+            scope["type"] == "http"
+            and _local_port(scope) == self.port
+            and scope["path"] not in OTLP_PORT_PATHS
+        ):
+            body = json.dumps(
+                {"detail": "the OTLP port serves only /v1/traces", "type": "not_found"}
+            ).encode()
+            await send(
+                {
+                    "type": "http.response.start",
+                    "status": 404,
+                    "headers": [(b"content-type", b"application/json")],
+                }
+            )
+            await send({"type": "http.response.body", "body": body})
+            return
+        await self.app(scope, receive, send)
+
+
+class _Server(uvicorn.Server):
+    # `_StopSignals` handles the signals, for the whole drain, and does not re-raise them
+    # afterwards (uvicorn does, which would turn a clean SIGTERM into exit -15).
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield
+
+
+class _StopSignals:
+    """SIGINT/SIGTERM handlers for the life of `serve`: each signal asks the attached uvicorn
+    server to stop (one that arrives before a server is attached stops it as it starts). The
+    previous handlers come back on exit, and the signal is not re-raised: a clean stop exits 0.
+    """
+
+    HANDLED = (signal.SIGINT, signal.SIGTERM)
+
+    def __init__(self) -> None:
+        self._server: uvicorn.Server | None = None
+        self._requested = False
+        self._previous: dict[int, Any] = {}
+
+    def attach(self, server: uvicorn.Server) -> None:
+        self._server = server
+        if self._requested:
+            server.should_exit = True
+
+    def _handle(self, sig: int, frame: FrameType | None) -> None:
+        self._requested = True
+        if self._server is not None:
+            self._server.handle_exit(sig, frame)
+
+    def __enter__(self) -> _StopSignals:
+        if threading.current_thread() is threading.main_thread():
+            self._previous = {sig: signal.signal(sig, self._handle) for sig in self.HANDLED}
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+
+
+def _listeners(settings: Settings) -> list[tuple[str, int]]:
+    listeners = [
+        (what, port)
+        for what, port in (("API", settings.port), ("OTLP/HTTP", settings.otlp_http_port))
+        if port
+    ]
+    ports = [port for _, port in listeners]
+    if settings.otlp_grpc_port:
+        ports.append(settings.otlp_grpc_port)
+    if len(set(ports)) != len(ports):
+        raise ServeError(f"the API, OTLP/HTTP and OTLP/gRPC ports must differ (got {ports})")
+    if not ports:
+        raise ServeError("every listener is disabled (all ports are 0): nothing to serve")
+    return listeners
+
+
+def _bind(host: str, port: int, what: str) -> socket.socket:
+    try:
+        family, _, _, _, address = socket.getaddrinfo(
+            host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+        )[0]
+        return socket.create_server(address, family=family, backlog=2048)
+    except OSError as exc:
+        reason = exc.strerror or str(exc)
+        raise ServeError(f"cannot listen for {what} on {host}:{port}: {reason}") from exc
+
+
+async def _open_store(settings: Settings) -> EvolutionStore:
+    try:
+        return await EvolutionStore.open(
+            settings.store_url,
+            queue_max_spans=settings.queue_max_spans,
+            queue_max_bytes=settings.queue_max_bytes,
+        )
+    except (EvolutionStoreError, OSError) as exc:
+        raise ServeError(f"cannot open {_redact(settings.store_url)}: {exc}") from exc
+
+
+async def _start_grpc(store: EvolutionStore, settings: Settings) -> Any:
+    from .grpc_server import start_grpc_server
+
+    try:
+        return await start_grpc_server(store, host=settings.host, port=settings.otlp_grpc_port)
+    except (RuntimeError, OSError) as exc:
+        message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        if not message.startswith("cannot listen"):
+            where = f"{settings.host}:{settings.otlp_grpc_port}"
+            message = f"cannot listen for OTLP/gRPC on {where}: {message}"
+        raise ServeError(message) from exc
+
+
+def _local_port(scope: Scope) -> int | None:
+    server = scope.get("server")
+    return server[1] if server and len(server) > 1 else None
+
+
+def _host_text(host: str) -> str:
+    return f"[{host}]" if ":" in host else host
+
+
+def _redact(url: str) -> str:
+    """The URL without its password, for messages."""
+    scheme, sep, rest = url.partition("://")
+    credentials, at, location = rest.rpartition("@")
+    if not sep or not at or ":" not in credentials:
+        return url
+    user = credentials.split(":", 1)[0]
+    return f"{scheme}://{user}:***@{location}"

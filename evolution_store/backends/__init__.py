@@ -1,0 +1,65 @@
+"""Dialect specifics: connection settings, bulk inserts, id reservation, error translation.
+
+Everything above this package speaks SQLAlchemy Core; only here do SQLite PRAGMAs and
+Postgres COPY appear.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+import orjson
+import sqlalchemy as sa
+
+from ..errors import InvalidInput
+
+if TYPE_CHECKING:
+    from .base import Backend
+
+
+def normalize_url(url: str) -> str:
+    """Accept plain `sqlite:///` and `postgresql://` URLs and pick the async drivers."""
+    url = url.strip()
+    for plain, driver in (
+        ("sqlite://", "sqlite+aiosqlite://"),
+        ("postgresql://", "postgresql+asyncpg://"),
+        ("postgres://", "postgresql+asyncpg://"),
+    ):
+        if url.startswith(plain):
+            return driver + url[len(plain) :]
+    if url.startswith(("sqlite+aiosqlite://", "postgresql+asyncpg://")):
+        return url
+    raise InvalidInput(
+        f"unsupported database URL {url.split('://')[0]!r}: use sqlite:///path or postgresql://…",
+        field="url",
+    )
+
+
+def backend_for(url: str) -> Backend:
+    url = normalize_url(url)
+    if url.startswith("sqlite"):
+        from .sqlite import SQLiteBackend
+
+        return SQLiteBackend(url)
+    from .postgres import PostgresBackend
+
+    return PostgresBackend(url)
+
+
+def any_of(column: Any, values: Sequence[Any], dialect: str) -> Any:
+    """`column IN (values)` with ONE bound parameter, whatever the number of values.
+
+    A plain `IN` renders a parameter per value: thousands of them, a fresh compile for each
+    batch size, and the backend's parameter limit to chunk around. SQLite takes the values
+    as a JSON array through `json_each`; Postgres as an array through `= ANY(…)`.
+    """
+    if dialect == "postgresql":
+        from sqlalchemy.dialects.postgresql import ARRAY
+
+        element = sa.BigInteger() if values and isinstance(values[0], int) else sa.Text()
+        return column == sa.any_(sa.bindparam(None, list(values), type_=ARRAY(element)))
+    table = sa.func.json_each(sa.bindparam(None, orjson.dumps(list(values)).decode())).table_valued(
+        "value"
+    )
+    return column.in_(sa.select(table.c.value))

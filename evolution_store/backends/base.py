@@ -1,0 +1,59 @@
+"""The interface the writer and queries use to reach a database."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+StatementHook = Callable[[str, Any], None]
+
+
+class Backend:
+    """One database dialect. Subclasses own engine creation and bulk writes."""
+
+    name = "base"
+    #: the most bound parameters one statement may carry
+    max_params = 30_000
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        #: called with ("COPY …", rows) for writes that bypass SQLAlchemy's cursor events
+        self.statement_hook: StatementHook | None = None
+
+    def create_engines(self) -> tuple[AsyncEngine, AsyncEngine]:
+        """(writer engine with exactly one connection, reader engine)."""
+        raise NotImplementedError
+
+    async def reserve_pks(self, conn: AsyncConnection, table: sa.Table, count: int) -> list[int]:
+        """Hand out `count` surrogate keys for rows the writer is about to insert, so child rows
+        (tags, links, attribute index) can refer to them without reading the rows back."""
+        raise NotImplementedError
+
+    async def insert_ignore(
+        self, conn: AsyncConnection, table: sa.Table, rows: Sequence[dict[str, Any]]
+    ) -> None:
+        """Insert rows; rows whose unique keys already exist are skipped silently."""
+        raise NotImplementedError
+
+    async def advance_counters(
+        self, conn: AsyncConnection, counts: dict[str, int]
+    ) -> dict[str, int]:
+        """Add `counts[id]` to each task's `span_count` in one statement; return new values."""
+        raise NotImplementedError
+
+    def chunk_size(self, table: sa.Table) -> int:
+        return max(1, self.max_params // max(1, len(table.columns)))
+
+    async def version(self, conn: AsyncConnection) -> str:
+        raise NotImplementedError
+
+    async def explain(self, conn: AsyncConnection, statement: sa.Executable) -> str:
+        """The query plan as text, for tests that check indexes are used."""
+        raise NotImplementedError
+
+
+def chunks(rows: Sequence[Any], size: int) -> list[Sequence[Any]]:
+    return [rows[i : i + size] for i in range(0, len(rows), size)]

@@ -1,0 +1,100 @@
+"""Postgres: COPY into a per-connection staging table, then INSERT … ON CONFLICT DO NOTHING."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
+
+from .base import Backend
+
+#: Tables the writer fills with COPY; smaller writes go through executemany.
+COPY_MIN_ROWS = 64
+
+
+class PostgresBackend(Backend):
+    name = "postgres"
+    max_params = 32_000
+
+    def create_engines(self) -> tuple[AsyncEngine, AsyncEngine]:
+        writer = create_async_engine(self.url, pool_size=1, max_overflow=0, pool_pre_ping=True)
+        reader = create_async_engine(self.url, pool_size=5, max_overflow=5, pool_pre_ping=True)
+        return writer, reader
+
+    async def reserve_pks(self, conn: AsyncConnection, table: sa.Table, count: int) -> list[int]:
+        sequence = f"{table.name}_pk_seq"
+        result = await conn.execute(
+            sa.text(f"SELECT nextval('{sequence}') FROM generate_series(1, :n)"), {"n": count}
+        )
+        return [row[0] for row in result]
+
+    async def insert_ignore(
+        self, conn: AsyncConnection, table: sa.Table, rows: Sequence[dict[str, Any]]
+    ) -> None:
+        if not rows:
+            return
+        if len(rows) < COPY_MIN_ROWS:
+            from sqlalchemy.dialects.postgresql import insert as pg_insert
+
+            await conn.execute(pg_insert(table).on_conflict_do_nothing(), list(rows))
+            return
+        await self._copy_insert(conn, table, rows)
+
+    async def _copy_insert(
+        self, conn: AsyncConnection, table: sa.Table, rows: Sequence[dict[str, Any]]
+    ) -> None:
+        columns = [column.name for column in table.columns if column.name in rows[0]]
+        stage = f"_stage_{table.name}"
+        raw = await conn.get_raw_connection()
+        driver = raw.driver_connection
+        staged: set[str] = raw.info.setdefault("staging_tables", set())
+        if stage not in staged:
+            # A temp table lives as long as the connection; ON COMMIT DELETE ROWS empties it.
+            await conn.execute(
+                sa.text(
+                    f"CREATE TEMP TABLE IF NOT EXISTS {stage} "
+                    f"(LIKE {table.name} INCLUDING DEFAULTS) ON COMMIT DELETE ROWS"
+                )
+            )
+            staged.add(stage)
+        else:
+            # The asyncpg adapter opens its transaction on the first statement it runs; make
+            # sure that happened before COPY goes straight to the driver connection.
+            await conn.execute(sa.text("SELECT 1"))
+        records = [tuple(row[name] for name in columns) for row in rows]
+        if self.statement_hook is not None:
+            self.statement_hook(f"COPY {stage} ({', '.join(columns)}) FROM STDIN", records)
+        await driver.copy_records_to_table(stage, records=records, columns=columns)
+        column_list = ", ".join(f'"{name}"' for name in columns)
+        await conn.execute(
+            sa.text(
+                f"INSERT INTO {table.name} ({column_list}) SELECT {column_list} FROM {stage} "
+                "ON CONFLICT DO NOTHING"
+            )
+        )
+        await conn.execute(sa.text(f"TRUNCATE {stage}"))
+
+    async def advance_counters(
+        self, conn: AsyncConnection, counts: dict[str, int]
+    ) -> dict[str, int]:
+        # Row locks on the tasks serialise concurrent writers (several server processes), so
+        # sequence numbers never collide.
+        rows = await conn.execute(
+            sa.text(
+                "UPDATE tasks SET span_count = tasks.span_count + v.n "
+                "FROM unnest(CAST(:ids AS text[]), CAST(:ns AS bigint[])) AS v(id, n) "
+                "WHERE tasks.id = v.id RETURNING tasks.id, tasks.span_count"
+            ),
+            {"ids": list(counts), "ns": list(counts.values())},
+        )
+        return {row[0]: row[1] for row in rows}
+
+    async def version(self, conn: AsyncConnection) -> str:
+        return "PostgreSQL " + str((await conn.execute(sa.text("SHOW server_version"))).scalar())
+
+    async def explain(self, conn: AsyncConnection, statement: sa.Executable) -> str:
+        compiled = statement.compile(dialect=conn.dialect, compile_kwargs={"literal_binds": True})
+        rows = (await conn.execute(sa.text(f"EXPLAIN {compiled}"))).all()
+        return "\n".join(str(row[0]) for row in rows)

@@ -1,0 +1,448 @@
+"""Applying span batches inside the writer's transaction.
+
+One call handles every span of a commit group: duplicates are filtered with one indexed
+lookup, unknown tasks and executions are created on the fly, per-task sequence numbers are
+handed out by advancing each task's counter in one UPDATE, and the rows go in with the
+backend's bulk insert. No per-span statement anywhere (STYLE "Don'ts").
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from . import rewards as reward_writes
+from .backends import any_of
+from .models import (
+    RESERVED_LINK_KEYS,
+    RewardIn,
+    SpanRecord,
+    clean_text,
+    link_value_text,
+    new_id,
+)
+from .promote import PriceTable, ids_from_attributes, promoted_columns, tags_from_attributes
+from .schema import executions, span_attributes, span_tags, spans, tasks
+from .writer import WriteContext
+
+
+@dataclass(slots=True)
+class IngestResult:
+    """What one ingest call stored: `accepted` new spans, `duplicates` already present."""
+
+    accepted: int = 0
+    duplicates: int = 0
+    rewards: int = 0
+
+
+@dataclass
+class SpanPayload:
+    spans: list[SpanRecord]
+    rewards: list[RewardIn]
+
+
+@dataclass(slots=True)
+class NewSpan:
+    """A span inserted in this transaction, as reward resolution needs to see it."""
+
+    pk: int
+    trace_id: str
+    span_id: str
+    is_root: bool
+    task_id: str
+    execution_id: str
+    attributes: dict[str, Any]
+
+
+def dumps(value: Any) -> str:
+    """JSON text for a stored value. orjson is the fast path; what it refuses (ints beyond 64
+    bits, lone surrogates, nesting deeper than 254) is made storable first — a span is never
+    lost over its attributes."""
+    try:
+        return orjson.dumps(value, default=str, option=orjson.OPT_NON_STR_KEYS).decode()
+    except (TypeError, orjson.JSONEncodeError):
+        return orjson.dumps(storable(value), default=str).decode()
+
+
+#: Deeper JSON than this is kept as its text: no reader needs it, and recursion has limits.
+MAX_JSON_DEPTH = 64
+
+
+def storable(value: Any, depth: int = 0) -> Any:
+    """A copy of `value` that every backend and JSON codec accepts: text cleaned of NUL and
+    lone surrogates, integers beyond 64 bits as strings, nesting cut at MAX_JSON_DEPTH."""
+    if isinstance(value, str):
+        return clean_text(value)
+    if isinstance(value, bool) or value is None or isinstance(value, float):
+        return value
+    if isinstance(value, int):
+        return value if -(2**63) <= value < 2**64 else str(value)
+    if depth >= MAX_JSON_DEPTH:
+        return clean_text(repr(value)[:10_000])
+    if isinstance(value, dict):
+        return {clean_text(str(k)): storable(v, depth + 1) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [storable(item, depth + 1) for item in value]
+    return clean_text(str(value))
+
+
+def in_chunks(values: list[Any], size: int = 50_000) -> list[list[Any]]:
+    return [values[i : i + size] for i in range(0, len(values), size)]
+
+
+def isin(conn: AsyncConnection, column: Any, values: list[Any]) -> Any:
+    """`column IN values` as one bound parameter (see `backends.any_of`)."""
+    return any_of(column, values, conn.dialect.name)
+
+
+async def apply_span_payloads(
+    conn: AsyncConnection, ctx: WriteContext, payloads: list[SpanPayload]
+) -> list[IngestResult]:
+    """The writer's batch operation for spans: all payloads of a group in one pass."""
+    records = [record for payload in payloads for record in payload.spans]
+    fresh = await _fresh_flags(conn, records)
+    new_records = [record for record, is_new in zip(records, fresh, strict=True) if is_new]
+    new_spans = await _insert_spans(conn, ctx, new_records) if new_records else []
+    if new_spans:
+        await reward_writes.resolve_for_spans(conn, ctx, new_spans)
+    results: list[IngestResult] = []
+    offset = 0
+    for payload in payloads:
+        flags = fresh[offset : offset + len(payload.spans)]
+        offset += len(payload.spans)
+        accepted = sum(flags)
+        result = IngestResult(accepted=accepted, duplicates=len(flags) - accepted)
+        for reward in payload.rewards:
+            _, created = await reward_writes.insert_reward(conn, ctx, reward)
+            result.rewards += int(created)
+        results.append(result)
+    return results
+
+
+async def _fresh_flags(conn: AsyncConnection, records: list[SpanRecord]) -> list[bool]:
+    """True for each record not yet stored and not repeated earlier in the same group."""
+    existing: set[tuple[str, str]] = set()
+    span_ids = list({record.span_id for record in records})
+    for chunk in in_chunks(span_ids):
+        rows = await conn.execute(
+            sa.select(spans.c.trace_id, spans.c.span_id).where(isin(conn, spans.c.span_id, chunk))
+        )
+        existing.update((row[0], row[1]) for row in rows)
+    flags = []
+    for record in records:
+        key = (record.trace_id, record.span_id)
+        flags.append(key not in existing)
+        existing.add(key)
+    return flags
+
+
+async def _insert_spans(
+    conn: AsyncConnection, ctx: WriteContext, records: list[SpanRecord]
+) -> list[NewSpan]:
+    owners = await _assign_owners(conn, ctx, records)
+    sequences = await _next_sequences(conn, ctx, records, owners)
+    pks = await ctx.backend.reserve_pks(conn, spans, len(records))
+    prices: PriceTable = ctx.cache.get("prices") or PriceTable()
+    indexed = await indexed_key_set(conn, ctx)
+    span_rows: list[dict[str, Any]] = []
+    tag_rows: list[dict[str, Any]] = []
+    attribute_rows: list[dict[str, Any]] = []
+    new_spans: list[NewSpan] = []
+    for record, pk, (task_id, execution_id), sequence in zip(
+        records, pks, owners, sequences, strict=True
+    ):
+        tags = tags_from_attributes(record)
+        span_rows.append(_span_row(record, pk, task_id, execution_id, sequence, tags, ctx, prices))
+        tag_rows.extend({"tag": tag, "span_pk": pk} for tag in tags)
+        attribute_rows.extend(_attribute_index_rows(record.attributes, pk, indexed))
+        new_spans.append(
+            NewSpan(
+                pk,
+                record.trace_id,
+                record.span_id,
+                record.parent_span_id is None,
+                task_id,
+                execution_id,
+                record.attributes,
+            )
+        )
+    await ctx.backend.insert_ignore(conn, spans, span_rows)
+    await ctx.backend.insert_ignore(conn, span_tags, tag_rows)
+    await ctx.backend.insert_ignore(conn, span_attributes, attribute_rows)
+    await _settle_executions_from_roots(conn, ctx, records, owners)
+    return new_spans
+
+
+def _span_row(
+    record: SpanRecord,
+    pk: int,
+    task_id: str,
+    execution_id: str,
+    sequence: int,
+    tags: list[str],
+    ctx: WriteContext,
+    prices: PriceTable,
+) -> dict[str, Any]:
+    row = {
+        "pk": pk,
+        "trace_id": record.trace_id,
+        "span_id": record.span_id,
+        "parent_span_id": record.parent_span_id,
+        "name": clean_text(record.name[:1000]),
+        "kind": record.kind,
+        "start_time": record.start_time,
+        "end_time": record.end_time,
+        "status_code": record.status_code,
+        "status_message": clean_text(record.status_message or ""),
+        "attributes": dumps(record.attributes),
+        "events": dumps(record.events),
+        "links": dumps(record.links),
+        "resource": dumps(record.resource),
+        "scope": dumps(record.scope),
+        "task_id": task_id,
+        "execution_id": execution_id,
+        "sequence": sequence,
+        "tags": dumps(tags),
+        "ingested_at": ctx.now_ns,
+    }
+    row.update(promoted_columns(record, prices))
+    return row
+
+
+def _attribute_index_rows(
+    attributes: dict[str, Any], pk: int, indexed: set[str]
+) -> list[dict[str, Any]]:
+    rows = []
+    for key in indexed:
+        value = attributes.get(key)
+        if value is None or key in RESERVED_LINK_KEYS:
+            continue
+        if isinstance(value, str | int | float | bool):
+            text = link_value_text(value)
+            if len(text) <= 500:
+                rows.append({"key": clean_text(key), "value": clean_text(text), "span_pk": pk})
+    return rows
+
+
+async def indexed_key_set(conn: AsyncConnection, ctx: WriteContext) -> set[str]:
+    """Attribute keys copied into `span_attributes` (defaults + keys rewards have selected on).
+
+    Read once per transaction: another process may have registered a key since."""
+    if "indexed_keys" not in ctx.cache:
+        from .schema import indexed_keys
+
+        rows = await conn.execute(sa.select(indexed_keys.c.key))
+        ctx.cache["indexed_keys"] = {row[0] for row in rows}
+    return ctx.cache["indexed_keys"]
+
+
+async def _assign_owners(
+    conn: AsyncConnection, ctx: WriteContext, records: list[SpanRecord]
+) -> list[tuple[str, str]]:
+    """(task id, execution id) for each record, creating unknown tasks and executions.
+
+    Ids come from the record or its attributes (resource first). An unknown execution id
+    without a task id becomes its own task; a task id alone means its latest execution; a
+    span with neither belongs to a task (and single execution) named by its trace id.
+    """
+    wanted = await _inherit_trace_owners(
+        conn, records, [ids_from_attributes(record) for record in records]
+    )
+    execution_ids = list({execution for _, execution in wanted if execution})
+    known_executions = await _execution_tasks(conn, execution_ids)
+    owners: list[tuple[str | None, str | None]] = []
+    for record, (task_id, execution_id) in zip(records, wanted, strict=True):
+        if execution_id:
+            task_id = known_executions.get(execution_id) or task_id or execution_id
+        elif not task_id:
+            task_id = execution_id = record.trace_id
+        owners.append((task_id, execution_id))
+    tasks_without_execution = list({task for task, execution in owners if not execution})
+    latest = await _latest_executions(conn, tasks_without_execution)
+    for task_id in tasks_without_execution:
+        latest.setdefault(task_id, new_id())
+    resolved = [(task, execution or latest[task]) for task, execution in owners]
+    await _create_missing(conn, ctx, records, resolved, known_executions)
+    return resolved  # type: ignore[return-value]
+
+
+async def _inherit_trace_owners(
+    conn: AsyncConnection,
+    records: list[SpanRecord],
+    wanted: list[tuple[str | None, str | None]],
+) -> list[tuple[str | None, str | None]]:
+    """Spans that name no task join the task of their trace when another span of it does
+    (in this group, or stored earlier): apps often set `evolution.task.id` on the root only."""
+    by_trace: dict[str, tuple[str | None, str | None]] = {}
+    for record, ids in zip(records, wanted, strict=True):
+        if any(ids):
+            by_trace.setdefault(record.trace_id, ids)
+    orphans = {
+        record.trace_id
+        for record, ids in zip(records, wanted, strict=True)
+        if not any(ids) and record.trace_id not in by_trace
+    }
+    if orphans:
+        rows = await conn.execute(
+            sa.select(spans.c.trace_id, spans.c.task_id, spans.c.execution_id).where(
+                isin(conn, spans.c.trace_id, sorted(orphans)), spans.c.task_id != spans.c.trace_id
+            )
+        )
+        for trace, task_id, execution_id in rows:
+            by_trace.setdefault(trace, (task_id, execution_id))
+    return [
+        ids if any(ids) else by_trace.get(record.trace_id, ids)
+        for record, ids in zip(records, wanted, strict=True)
+    ]
+
+
+async def _execution_tasks(conn: AsyncConnection, execution_ids: list[str]) -> dict[str, str]:
+    found: dict[str, str] = {}
+    for chunk in in_chunks(execution_ids):
+        rows = await conn.execute(
+            sa.select(executions.c.id, executions.c.task_id).where(
+                isin(conn, executions.c.id, chunk)
+            )
+        )
+        found.update((row[0], row[1]) for row in rows)
+    return found
+
+
+async def _latest_executions(conn: AsyncConnection, task_ids: list[str]) -> dict[str, str]:
+    latest: dict[str, tuple[int, str]] = {}
+    for chunk in in_chunks(task_ids):
+        rows = await conn.execute(
+            sa.select(executions.c.task_id, executions.c.attempt, executions.c.id).where(
+                isin(conn, executions.c.task_id, chunk)
+            )
+        )
+        for task_id, attempt, execution_id in rows:
+            if task_id not in latest or attempt > latest[task_id][0]:
+                latest[task_id] = (attempt, execution_id)
+    return {task_id: execution_id for task_id, (_, execution_id) in latest.items()}
+
+
+async def _create_missing(
+    conn: AsyncConnection,
+    ctx: WriteContext,
+    records: list[SpanRecord],
+    owners: list[tuple[str, str]],
+    known_executions: dict[str, str],
+) -> None:
+    task_names: dict[str, str] = {}
+    new_executions: dict[str, str] = {}
+    for record, (task_id, execution_id) in zip(records, owners, strict=True):
+        # A task created on the fly takes its root span's name (else its first span's).
+        if record.parent_span_id is None or task_id not in task_names:
+            task_names[task_id] = record.name
+        if execution_id not in known_executions:
+            new_executions[execution_id] = task_id
+    existing_tasks: set[str] = set()
+    for chunk in in_chunks(list(task_names)):
+        rows = await conn.execute(sa.select(tasks.c.id).where(isin(conn, tasks.c.id, chunk)))
+        existing_tasks.update(row[0] for row in rows)
+    task_rows = [
+        {
+            "id": task_id,
+            "name": name[:500],
+            "status": "running",
+            "origin": "span",
+            "created_at": ctx.now_ns,
+            "updated_at": ctx.now_ns,
+        }
+        for task_id, name in task_names.items()
+        if task_id not in existing_tasks
+    ]
+    await ctx.backend.insert_ignore(conn, tasks, task_rows)
+    if not new_executions:
+        return
+    still_missing = await _filter_missing(conn, new_executions)
+    attempts = await _max_attempts(conn, list(set(still_missing.values())))
+    execution_rows = []
+    for execution_id, task_id in still_missing.items():
+        attempts[task_id] = attempts.get(task_id, 0) + 1
+        execution_rows.append(
+            {
+                "id": execution_id,
+                "task_id": task_id,
+                "attempt": attempts[task_id],
+                "status": "running",
+                "origin": "span",
+                "created_at": ctx.now_ns,
+                "updated_at": ctx.now_ns,
+            }
+        )
+    await ctx.backend.insert_ignore(conn, executions, execution_rows)
+
+
+async def _filter_missing(conn: AsyncConnection, candidates: dict[str, str]) -> dict[str, str]:
+    present = await _execution_tasks(conn, list(candidates))
+    return {key: value for key, value in candidates.items() if key not in present}
+
+
+async def _max_attempts(conn: AsyncConnection, task_ids: list[str]) -> dict[str, int]:
+    found: dict[str, int] = {}
+    for chunk in in_chunks(task_ids):
+        rows = await conn.execute(
+            sa.select(executions.c.task_id, sa.func.max(executions.c.attempt))
+            .where(isin(conn, executions.c.task_id, chunk))
+            .group_by(executions.c.task_id)
+        )
+        found.update((row[0], row[1]) for row in rows)
+    return found
+
+
+async def _next_sequences(
+    conn: AsyncConnection,
+    ctx: WriteContext,
+    records: list[SpanRecord],
+    owners: list[tuple[str, str]],
+) -> list[int]:
+    """Advance each task's span counter once and number its new spans by start time."""
+    by_task: dict[str, list[int]] = defaultdict(list)
+    for index, (task_id, _) in enumerate(owners):
+        by_task[task_id].append(index)
+    counters = await ctx.backend.advance_counters(
+        conn, {task_id: len(indexes) for task_id, indexes in by_task.items()}
+    )
+    sequences = [0] * len(records)
+    for task_id, indexes in by_task.items():
+        first = counters[task_id] - len(indexes) + 1
+        ordered = sorted(indexes, key=lambda i: (records[i].start_time, i))
+        for offset, index in enumerate(ordered):
+            sequences[index] = first + offset
+    return sequences
+
+
+async def _settle_executions_from_roots(
+    conn: AsyncConnection,
+    ctx: WriteContext,
+    records: list[SpanRecord],
+    owners: list[tuple[str, str]],
+) -> None:
+    """An execution still `running` when its root span arrives takes the root's outcome; the
+    task follows its latest execution. Explicit status updates (PATCH) win over this."""
+    outcome: dict[str, str] = {}
+    for record, (_, execution_id) in zip(records, owners, strict=True):
+        if record.parent_span_id is None and record.end_time is not None:
+            failed = record.status_code == "error" or outcome.get(execution_id) == "failed"
+            outcome[execution_id] = "failed" if failed else "succeeded"
+    if not outcome:
+        return
+    from .records import refresh_task_status
+
+    for status in ("succeeded", "failed"):
+        ids = [execution_id for execution_id, value in outcome.items() if value == status]
+        for chunk in in_chunks(ids):
+            await conn.execute(
+                sa.update(executions)
+                .where(isin(conn, executions.c.id, chunk), executions.c.status == "running")
+                .values(status=status, updated_at=ctx.now_ns, ended_at=ctx.now_ns)
+            )
+    task_ids = list({task_id for (task_id, execution_id) in owners if execution_id in outcome})
+    await refresh_task_status(conn, ctx, task_ids)

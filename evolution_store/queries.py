@@ -1,0 +1,478 @@
+"""Every read: filters, keyset pagination, reward summaries and agent stats.
+
+Reads run on the reader engine's own connections and never wait behind the writer. Lists
+use keyset pagination: the cursor is the sort key of the last row, opaque to callers.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+from collections import defaultdict
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import orjson
+import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from .errors import InvalidInput, NotFound
+from .schema import (
+    executions,
+    indexed_keys,
+    reward_links,
+    reward_tags,
+    rewards,
+    span_attributes,
+    span_tags,
+    spans,
+    task_tags,
+    tasks,
+)
+
+MAX_LINKED_IDS = 1000
+
+
+@dataclass
+class Page:
+    items: list[dict[str, Any]]
+    next_cursor: str | None = None
+
+
+@dataclass
+class SpanQuery:
+    task_id: str | None = None
+    execution_id: str | None = None
+    trace_id: str | None = None
+    name: str | None = None
+    status: str | None = None
+    tag: str | None = None
+    attributes: dict[str, str] = field(default_factory=dict)
+    start_after: int | None = None
+    start_before: int | None = None
+    cursor: str | None = None
+    limit: int = 100
+
+
+@dataclass
+class RewardQuery:
+    tag: str | None = None
+    tag_scope: str = "any"
+    name: str | None = None
+    span_id: str | None = None
+    trace_id: str | None = None
+    execution_id: str | None = None
+    task_id: str | None = None
+    resolved: bool | None = None
+    cursor: str | None = None
+    limit: int = 100
+
+
+# -- cursors ---------------------------------------------------------------------------------
+
+
+def encode_cursor(values: list[Any]) -> str:
+    return base64.urlsafe_b64encode(orjson.dumps(values)).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str, width: int) -> list[Any]:
+    try:
+        values = orjson.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
+    except (ValueError, orjson.JSONDecodeError) as exc:
+        raise InvalidInput("cursor is not one this server issued", field="cursor") from exc
+    if not isinstance(values, list) or len(values) != width:
+        raise InvalidInput("cursor is not one this server issued", field="cursor")
+    return values
+
+
+def _typed(values: list[Any], order: list[sa.ColumnElement[Any]]) -> list[Any]:
+    """Refuse cursor values whose type does not fit their column: a forged cursor must get
+    a 422, never reach the database as a type error."""
+    for value, column in zip(values, order, strict=True):
+        if isinstance(column.type, sa.Integer):
+            fits = isinstance(value, int) and not isinstance(value, bool)
+            fits = fits and -(2**63) <= value < 2**63
+        else:
+            fits = isinstance(value, str) and "\x00" not in value and value.isprintable()
+        if not fits:
+            raise InvalidInput("cursor is not one this server issued", field="cursor")
+    return values
+
+
+def check_limit(limit: int) -> int:
+    if not 1 <= limit <= 1000:
+        raise InvalidInput("limit must be between 1 and 1000", field="limit")
+    return limit
+
+
+async def _page(
+    conn: AsyncConnection,
+    query: sa.Select[Any],
+    order: list[sa.ColumnElement[Any]],
+    *,
+    cursor: str | None,
+    limit: int,
+    descending: bool = False,
+) -> tuple[list[Any], str | None]:
+    """Keyset pagination over `order` (whose last column must be unique)."""
+    check_limit(limit)
+    if cursor:
+        values = _typed(decode_cursor(cursor, len(order)), order)
+        keyset = sa.tuple_(*order)
+        bound = sa.tuple_(*[sa.literal(v) for v in values])
+        query = query.where(keyset < bound if descending else keyset > bound)
+    ordering = [column.desc() if descending else column.asc() for column in order]
+    rows = (await conn.execute(query.order_by(*ordering).limit(limit + 1))).all()
+    next_cursor = None
+    if len(rows) > limit:
+        rows = rows[:limit]
+        last = rows[-1]._mapping
+        next_cursor = encode_cursor([last[column.key] for column in order])
+    return rows, next_cursor
+
+
+# -- shaping rows ----------------------------------------------------------------------------
+
+
+def _json(text: str | None, default: Any = None) -> Any:
+    if text is None:
+        return default
+    try:
+        return orjson.loads(text)
+    except orjson.JSONDecodeError:
+        # Escaped lone surrogates, stored by the writer's fallback, are valid JSON that only
+        # the standard library will decode.
+        return json.loads(text)
+
+
+def iso(ns: int | None) -> str | None:
+    if ns is None:
+        return None
+    return datetime.fromtimestamp(ns / 1e9, tz=UTC).isoformat().replace("+00:00", "Z")
+
+
+def task_dict(row: Any) -> dict[str, Any]:
+    m = row._mapping
+    return {
+        "id": m["id"],
+        "name": m["name"],
+        "input": _json(m["input"]),
+        "status": m["status"],
+        "metadata": _json(m["metadata"], {}),
+        "tags": _json(m["tags"], []),
+        "span_count": m["span_count"],
+        "created_at": iso(m["created_at"]),
+        "updated_at": iso(m["updated_at"]),
+    }
+
+
+def execution_dict(row: Any) -> dict[str, Any]:
+    m = row._mapping
+    return {
+        "id": m["id"],
+        "task_id": m["task_id"],
+        "attempt": m["attempt"],
+        "status": m["status"],
+        "config": _json(m["config"], {}),
+        "created_at": iso(m["created_at"]),
+        "updated_at": iso(m["updated_at"]),
+        "ended_at": iso(m["ended_at"]),
+    }
+
+
+SPAN_JSON_COLUMNS = ("attributes", "events", "links", "resource", "scope", "tags")
+
+
+def span_dict(row: Any) -> dict[str, Any]:
+    m = dict(row._mapping)
+    m.pop("pk", None)
+    m.pop("ingested_at", None)
+    for name in SPAN_JSON_COLUMNS:
+        m[name] = _json(m[name], [] if name in ("events", "links", "tags") else {})
+    return m
+
+
+def reward_dict(row: Any, linked: list[str], linked_count: int) -> dict[str, Any]:
+    m = row._mapping
+    return {
+        "id": m["id"],
+        "name": m["name"],
+        "value": m["value"],
+        "dimensions": _json(m["dimensions"], {}),
+        "feedback": m["feedback"],
+        "source": m["source"],
+        "tags": _json(m["tags"], []),
+        "metadata": _json(m["metadata"], {}),
+        "created_at": iso(m["created_at"]),
+        "target": {
+            "kind": m["target_kind"],
+            "span_id": m["target_span_id"],
+            "trace_id": m["target_trace_id"],
+            "execution_id": m["target_execution_id"],
+            "task_id": m["target_task_id"],
+            "links": _json(m["selectors"], None),
+        },
+        "resolved": m["resolved_at"] is not None,
+        "resolved_at": iso(m["resolved_at"]),
+        "span_ids": linked,
+        "span_count": linked_count,
+    }
+
+
+# -- tasks and executions --------------------------------------------------------------------
+
+
+async def get_task(conn: AsyncConnection, task_id: str) -> dict[str, Any]:
+    row = (await conn.execute(sa.select(tasks).where(tasks.c.id == task_id))).first()
+    if row is None:
+        raise NotFound(f"task {task_id!r} not found")
+    return task_dict(row)
+
+
+async def list_tasks(
+    conn: AsyncConnection,
+    *,
+    status: str | None = None,
+    tag: str | None = None,
+    cursor: str | None = None,
+    limit: int = 100,
+) -> Page:
+    query = sa.select(tasks)
+    if status:
+        query = query.where(tasks.c.status == status)
+    if tag:
+        query = query.where(
+            tasks.c.id.in_(sa.select(task_tags.c.task_id).where(task_tags.c.tag == tag))
+        )
+    rows, next_cursor = await _page(
+        conn, query, [tasks.c.created_at, tasks.c.id], cursor=cursor, limit=limit, descending=True
+    )
+    return Page([task_dict(row) for row in rows], next_cursor)
+
+
+async def get_execution(conn: AsyncConnection, execution_id: str) -> dict[str, Any]:
+    row = (await conn.execute(sa.select(executions).where(executions.c.id == execution_id))).first()
+    if row is None:
+        raise NotFound(f"execution {execution_id!r} not found")
+    return execution_dict(row)
+
+
+async def list_executions(conn: AsyncConnection, task_id: str) -> list[dict[str, Any]]:
+    await get_task(conn, task_id)
+    rows = await conn.execute(
+        sa.select(executions).where(executions.c.task_id == task_id).order_by(executions.c.attempt)
+    )
+    return [execution_dict(row) for row in rows]
+
+
+# -- spans -----------------------------------------------------------------------------------
+
+
+def attribute_equals(
+    conn: AsyncConnection, key: str, value: str, indexed: set[str]
+) -> sa.ColumnElement[bool]:
+    """`attributes[key] == value` (compared as canonical text). Indexed keys use the attribute
+    index; others fall back to a JSON scan (say so in the docs: index keys you filter on)."""
+    if key in indexed:
+        return spans.c.pk.in_(
+            sa.select(span_attributes.c.span_pk).where(
+                span_attributes.c.key == key, span_attributes.c.value == value
+            )
+        )
+    if conn.dialect.name == "postgresql":
+        extracted = sa.cast(spans.c.attributes, sa.dialects.postgresql.JSONB).op("->>")(key)
+        return extracted == value
+    path = '$."' + key.replace('"', '\\"') + '"'
+    kind = sa.func.json_type(spans.c.attributes, path)
+    text = sa.case(
+        (kind == "true", "true"),
+        (kind == "false", "false"),
+        else_=sa.cast(sa.func.json_extract(spans.c.attributes, path), sa.Text),
+    )
+    return text == value
+
+
+async def _indexed(conn: AsyncConnection) -> set[str]:
+    return {row[0] for row in await conn.execute(sa.select(indexed_keys.c.key))}
+
+
+async def list_spans(conn: AsyncConnection, q: SpanQuery) -> Page:
+    query = sa.select(spans)
+    if q.task_id:
+        query = query.where(spans.c.task_id == q.task_id)
+    if q.execution_id:
+        # Spans are indexed by (task_id, sequence); naming the execution's task uses it.
+        query = query.where(
+            spans.c.execution_id == q.execution_id, spans.c.task_id == _task_of(q.execution_id)
+        )
+    if q.trace_id:
+        query = query.where(spans.c.trace_id == q.trace_id)
+    if q.name:
+        query = query.where(spans.c.name == q.name)
+    if q.status:
+        query = query.where(spans.c.status_code == q.status)
+    if q.tag:
+        query = query.where(
+            spans.c.pk.in_(sa.select(span_tags.c.span_pk).where(span_tags.c.tag == q.tag))
+        )
+    if q.attributes:
+        indexed = await _indexed(conn)
+        for key, value in q.attributes.items():
+            query = query.where(attribute_equals(conn, key, value, indexed))
+    if q.start_after is not None:
+        query = query.where(spans.c.start_time >= q.start_after)
+    if q.start_before is not None:
+        query = query.where(spans.c.start_time < q.start_before)
+    if q.task_id or q.execution_id:
+        order = [spans.c.sequence, spans.c.pk]
+    elif q.trace_id:
+        order = [spans.c.start_time, spans.c.pk]
+    else:
+        order = [spans.c.pk]
+    rows, next_cursor = await _page(conn, query, order, cursor=q.cursor, limit=q.limit)
+    return Page([span_dict(row) for row in rows], next_cursor)
+
+
+def _task_of(execution_id: str) -> Any:
+    return sa.select(executions.c.task_id).where(executions.c.id == execution_id).scalar_subquery()
+
+
+async def find_span(conn: AsyncConnection, span_id: str, trace_id: str | None) -> Any:
+    span_id, trace_id = span_identity(span_id, trace_id)
+    query = sa.select(spans).where(spans.c.span_id == span_id)
+    if trace_id:
+        query = query.where(spans.c.trace_id == trace_id)
+    rows = (await conn.execute(query.limit(2))).all()
+    if not rows:
+        raise NotFound(f"span {span_id!r} not found")
+    if len(rows) > 1:
+        raise InvalidInput("span id is ambiguous; pass trace_id", field="trace_id")
+    return rows[0]
+
+
+async def get_span(conn: AsyncConnection, span_id: str, trace_id: str | None = None) -> dict:
+    return span_dict(await find_span(conn, span_id, trace_id))
+
+
+def span_identity(span_id: str, trace_id: str | None) -> tuple[str, str | None]:
+    """Validated ids for a span lookup: a malformed id is a 422 naming the field."""
+    from .models import normalize_span_id, normalize_trace_id
+
+    return normalize_span_id(span_id), None if trace_id is None else normalize_trace_id(trace_id)
+
+
+async def span_rewards(
+    conn: AsyncConnection, span_id: str, trace_id: str | None = None
+) -> list[dict[str, Any]]:
+    pk = (await find_span(conn, span_id, trace_id))._mapping["pk"]
+    rows = (
+        await conn.execute(
+            sa.select(rewards)
+            .where(
+                rewards.c.pk.in_(
+                    sa.select(reward_links.c.reward_pk).where(reward_links.c.span_pk == pk)
+                )
+            )
+            .order_by(rewards.c.pk)
+        )
+    ).all()
+    return await _with_links(conn, rows)
+
+
+# -- rewards ---------------------------------------------------------------------------------
+
+
+def _linked_spans_where(condition: sa.ColumnElement[bool]) -> sa.ColumnElement[bool]:
+    """Rewards linked to at least one span matching `condition`."""
+    return rewards.c.pk.in_(
+        sa.select(reward_links.c.reward_pk)
+        .join(spans, spans.c.pk == reward_links.c.span_pk)
+        .where(condition)
+    )
+
+
+def reward_filters(q: RewardQuery) -> list[sa.ColumnElement[bool]]:
+    where: list[sa.ColumnElement[bool]] = []
+    if q.name:
+        where.append(rewards.c.name == q.name)
+    if q.tag:
+        own = rewards.c.pk.in_(sa.select(reward_tags.c.reward_pk).where(reward_tags.c.tag == q.tag))
+        on_spans = rewards.c.pk.in_(
+            sa.select(reward_links.c.reward_pk)
+            .join(span_tags, span_tags.c.span_pk == reward_links.c.span_pk)
+            .where(span_tags.c.tag == q.tag)
+        )
+        scopes = {"reward": own, "span": on_spans, "any": sa.or_(own, on_spans)}
+        if q.tag_scope not in scopes:
+            raise InvalidInput("tag_scope must be any, reward or span", field="tag_scope")
+        where.append(scopes[q.tag_scope])
+    if q.span_id:
+        where.append(
+            sa.or_(
+                rewards.c.target_span_id == q.span_id,
+                _linked_spans_where(spans.c.span_id == q.span_id),
+            )
+        )
+    if q.trace_id:
+        where.append(
+            sa.or_(
+                rewards.c.target_trace_id == q.trace_id,
+                _linked_spans_where(spans.c.trace_id == q.trace_id),
+            )
+        )
+    if q.execution_id:
+        in_execution = sa.and_(
+            spans.c.task_id == _task_of(q.execution_id), spans.c.execution_id == q.execution_id
+        )
+        where.append(
+            sa.or_(
+                rewards.c.target_execution_id == q.execution_id, _linked_spans_where(in_execution)
+            )
+        )
+    if q.task_id:
+        where.append(
+            sa.or_(
+                rewards.c.target_task_id == q.task_id,
+                _linked_spans_where(spans.c.task_id == q.task_id),
+            )
+        )
+    if q.resolved is not None:
+        where.append(
+            rewards.c.resolved_at.is_not(None) if q.resolved else rewards.c.resolved_at.is_(None)
+        )
+    return where
+
+
+async def _with_links(conn: AsyncConnection, rows: list[Any]) -> list[dict[str, Any]]:
+    linked: dict[int, list[str]] = defaultdict(list)
+    pks = [row._mapping["pk"] for row in rows]
+    if pks:
+        result = await conn.execute(
+            sa.select(reward_links.c.reward_pk, spans.c.span_id)
+            .join(spans, spans.c.pk == reward_links.c.span_pk)
+            .where(reward_links.c.reward_pk.in_(pks))
+            .order_by(reward_links.c.reward_pk, reward_links.c.span_pk)
+        )
+        for reward_pk, span_id in result:
+            linked[reward_pk].append(span_id)
+    items = []
+    for row in rows:
+        ids = linked.get(row._mapping["pk"], [])
+        items.append(reward_dict(row, ids[:MAX_LINKED_IDS], len(ids)))
+    return items
+
+
+async def get_reward(conn: AsyncConnection, reward_id: str) -> dict[str, Any]:
+    row = (await conn.execute(sa.select(rewards).where(rewards.c.id == reward_id))).first()
+    if row is None:
+        raise NotFound(f"reward {reward_id!r} not found")
+    return (await _with_links(conn, [row]))[0]
+
+
+async def list_rewards(conn: AsyncConnection, q: RewardQuery) -> Page:
+    query = sa.select(rewards).where(*reward_filters(q))
+    rows, next_cursor = await _page(
+        conn, query, [rewards.c.pk], cursor=q.cursor, limit=q.limit, descending=True
+    )
+    return Page(await _with_links(conn, rows), next_cursor)

@@ -1,0 +1,182 @@
+"""Tables, in SQLAlchemy Core. The schema changes only through `migrations/`; this module is
+what the migrations were written from and what queries and the writer are built on.
+
+JSON-valued columns are `Text` holding JSON: the writer serialises each value once, and
+Postgres COPY takes the text as is. Timestamps are integers in Unix nanoseconds, like OTel.
+"""
+
+from __future__ import annotations
+
+import sqlalchemy as sa
+
+metadata = sa.MetaData()
+
+# SQLite only aliases the rowid for INTEGER PRIMARY KEY, so the surrogate key is INTEGER there
+# and BIGINT (identity) on Postgres.
+BigPK = sa.BigInteger().with_variant(sa.Integer(), "sqlite")
+
+tasks = sa.Table(
+    "tasks",
+    metadata,
+    sa.Column("id", sa.String(200), primary_key=True),
+    sa.Column("name", sa.String(500), nullable=False),
+    sa.Column("input", sa.Text, nullable=True),
+    sa.Column("status", sa.String(16), nullable=False),
+    sa.Column("metadata", sa.Text, nullable=False, server_default="{}"),
+    sa.Column("tags", sa.Text, nullable=False, server_default="[]"),
+    # The per-task span counter: the writer advances it to hand out `spans.sequence`.
+    sa.Column("span_count", sa.BigInteger, nullable=False, server_default="0"),
+    # "api" when created by a caller, "span" when created on the fly by an arriving span; a
+    # later explicit create fills in the name and input the span could not know.
+    sa.Column("origin", sa.String(8), nullable=False, server_default="api"),
+    sa.Column("created_at", sa.BigInteger, nullable=False),
+    sa.Column("updated_at", sa.BigInteger, nullable=False),
+    sa.Index("ix_tasks_created", "created_at", "id"),
+    sa.Index("ix_tasks_status_created", "status", "created_at"),
+)
+
+task_tags = sa.Table(
+    "task_tags",
+    metadata,
+    sa.Column("tag", sa.String(200), primary_key=True),
+    sa.Column("task_id", sa.String(200), primary_key=True),
+)
+
+executions = sa.Table(
+    "executions",
+    metadata,
+    sa.Column("id", sa.String(200), primary_key=True),
+    sa.Column("task_id", sa.String(200), nullable=False),
+    sa.Column("attempt", sa.Integer, nullable=False),
+    sa.Column("status", sa.String(16), nullable=False),
+    sa.Column("config", sa.Text, nullable=False, server_default="{}"),
+    sa.Column("created_at", sa.BigInteger, nullable=False),
+    sa.Column("updated_at", sa.BigInteger, nullable=False),
+    sa.Column("ended_at", sa.BigInteger, nullable=True),
+    sa.Column("origin", sa.String(8), nullable=False, server_default="api"),
+    sa.UniqueConstraint("task_id", "attempt", name="uq_executions_task_attempt"),
+)
+
+spans = sa.Table(
+    "spans",
+    metadata,
+    sa.Column("pk", BigPK, primary_key=True, autoincrement=True),
+    sa.Column("trace_id", sa.String(32), nullable=False),
+    sa.Column("span_id", sa.String(16), nullable=False),
+    sa.Column("parent_span_id", sa.String(16), nullable=True),
+    sa.Column("name", sa.String(1000), nullable=False),
+    sa.Column("kind", sa.String(16), nullable=False),
+    sa.Column("start_time", sa.BigInteger, nullable=False),
+    sa.Column("end_time", sa.BigInteger, nullable=True),
+    sa.Column("duration_ns", sa.BigInteger, nullable=True),
+    sa.Column("status_code", sa.String(8), nullable=False),
+    sa.Column("status_message", sa.Text, nullable=False),
+    sa.Column("attributes", sa.Text, nullable=False),
+    sa.Column("events", sa.Text, nullable=False),
+    sa.Column("links", sa.Text, nullable=False),
+    sa.Column("resource", sa.Text, nullable=False),
+    sa.Column("scope", sa.Text, nullable=False),
+    sa.Column("task_id", sa.String(200), nullable=False),
+    sa.Column("execution_id", sa.String(200), nullable=False),
+    sa.Column("sequence", sa.BigInteger, nullable=False),
+    sa.Column("tags", sa.Text, nullable=False),
+    sa.Column("agent", sa.String(500), nullable=True),
+    sa.Column("operation", sa.String(100), nullable=True),
+    sa.Column("model", sa.String(500), nullable=True),
+    sa.Column("input_tokens", sa.BigInteger, nullable=True),
+    sa.Column("output_tokens", sa.BigInteger, nullable=True),
+    sa.Column("cost", sa.Float, nullable=True),
+    sa.Column("ingested_at", sa.BigInteger, nullable=False),
+    sa.UniqueConstraint("trace_id", "span_id", name="uq_spans_identity"),
+    sa.Index("ix_spans_span_id", "span_id"),
+    sa.Index("ix_spans_task_sequence", "task_id", "sequence"),
+    sa.Index("ix_spans_agent_start", "agent", "start_time"),
+)
+
+span_tags = sa.Table(
+    "span_tags",
+    metadata,
+    sa.Column("tag", sa.String(200), primary_key=True),
+    sa.Column("span_pk", sa.BigInteger, primary_key=True),
+    sa.Index("ix_span_tags_span", "span_pk"),
+)
+
+# The attribute index: (key, value) -> span, for the link keys and every key a reward selector
+# has used. It makes selector resolution and `attribute=key:value` filters index lookups
+# instead of scans over every span's JSON.
+span_attributes = sa.Table(
+    "span_attributes",
+    metadata,
+    sa.Column("key", sa.String(200), primary_key=True),
+    sa.Column("value", sa.String(500), primary_key=True),
+    sa.Column("span_pk", sa.BigInteger, primary_key=True),
+)
+
+indexed_keys = sa.Table(
+    "indexed_keys",
+    metadata,
+    sa.Column("key", sa.String(200), primary_key=True),
+    sa.Column("created_at", sa.BigInteger, nullable=False),
+)
+
+rewards = sa.Table(
+    "rewards",
+    metadata,
+    sa.Column("pk", BigPK, primary_key=True, autoincrement=True),
+    sa.Column("id", sa.String(200), nullable=False, unique=True),
+    sa.Column("name", sa.String(200), nullable=False),
+    sa.Column("value", sa.Float, nullable=False),
+    sa.Column("dimensions", sa.Text, nullable=False),
+    sa.Column("feedback", sa.Text, nullable=True),
+    sa.Column("source", sa.String(16), nullable=False),
+    sa.Column("tags", sa.Text, nullable=False),
+    sa.Column("metadata", sa.Text, nullable=False),
+    sa.Column("created_at", sa.BigInteger, nullable=False),
+    sa.Column("target_kind", sa.String(16), nullable=False),
+    sa.Column("target_span_id", sa.String(16), nullable=True),
+    sa.Column("target_trace_id", sa.String(32), nullable=True),
+    sa.Column("target_execution_id", sa.String(200), nullable=True),
+    sa.Column("target_task_id", sa.String(200), nullable=True),
+    sa.Column("selectors", sa.Text, nullable=True),
+    sa.Column("resolved_at", sa.BigInteger, nullable=True),
+    sa.Index("ix_rewards_name", "name", "pk"),
+    sa.Index("ix_rewards_target_span", "target_span_id"),
+    sa.Index("ix_rewards_target_trace", "target_trace_id"),
+    sa.Index("ix_rewards_target_execution", "target_execution_id"),
+    sa.Index("ix_rewards_target_task", "target_task_id"),
+    sa.Index("ix_rewards_resolved", "resolved_at", "pk"),
+)
+
+reward_selectors = sa.Table(
+    "reward_selectors",
+    metadata,
+    sa.Column("key", sa.String(200), primary_key=True),
+    sa.Column("value", sa.String(500), primary_key=True),
+    sa.Column("reward_pk", sa.BigInteger, primary_key=True),
+    sa.Index("ix_reward_selectors_reward", "reward_pk"),
+)
+
+reward_links = sa.Table(
+    "reward_links",
+    metadata,
+    sa.Column("reward_pk", sa.BigInteger, primary_key=True),
+    sa.Column("span_pk", sa.BigInteger, primary_key=True),
+    sa.Index("ix_reward_links_span", "span_pk"),
+)
+
+reward_tags = sa.Table(
+    "reward_tags",
+    metadata,
+    sa.Column("tag", sa.String(200), primary_key=True),
+    sa.Column("reward_pk", sa.BigInteger, primary_key=True),
+    sa.Index("ix_reward_tags_reward", "reward_pk"),
+)
+
+# Attribute keys always indexed, whether or not a reward selector has named them yet
+# (OTLP_NOTES "link keys"), plus our own ids.
+DEFAULT_INDEXED_KEYS = (
+    "gen_ai.conversation.id",
+    "session.id",
+    "gen_ai.response.id",
+    "user.id",
+)

@@ -1,0 +1,269 @@
+"""`EvolutionStore`: the async facade over one database — the writer for every write, the
+reader engine for every read."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from sqlalchemy import event
+from sqlalchemy.exc import DBAPIError, SQLAlchemyError
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+from . import aggregates, queries, records
+from .backends import backend_for
+from .backends.base import Backend, StatementHook
+from .errors import InvalidInput, StorageError
+from .ingest import IngestResult, SpanPayload, apply_span_payloads
+from .models import ExecutionIn, RewardIn, SpanRecord, TaskIn
+from .promote import PriceTable
+from .queries import Page, RewardQuery, SpanQuery
+from .rewards import insert_reward
+from .writer import WriteContext, Writer, first_line, is_bad_value
+
+#: Rough bytes per span when the caller cannot say (used for the queue's byte bound).
+APPROX_SPAN_BYTES = 2048
+
+
+class EvolutionStore:
+    """Tasks, executions, spans and rewards in SQLite or Postgres.
+
+    Open it with `EvolutionStore.open(url)` (migrates by default) and close it when done::
+
+        store = await EvolutionStore.open("sqlite:///evolution.db")
+        await store.ingest([SpanRecord(trace_id=..., span_id=..., name="chat", start_time=...)])
+        page = await store.list_spans(SpanQuery(trace_id=...))
+        await store.close()
+
+    Every write goes through one group-commit writer and returns after COMMIT; reads use
+    their own connections. Raises `Overloaded` when the write queue is full, `NotFound`,
+    `InvalidInput`, and `StorageError` for database failures.
+    """
+
+    def __init__(
+        self,
+        backend: Backend,
+        writer_engine: AsyncEngine,
+        reader_engine: AsyncEngine,
+        writer: Writer,
+        prices: PriceTable,
+    ) -> None:
+        self._backend = backend
+        self._writer_engine = writer_engine
+        self._reader_engine = reader_engine
+        self._writer = writer
+        self._prices = prices
+        self._closed = False
+
+    @classmethod
+    async def open(
+        cls,
+        url: str,
+        *,
+        migrate: bool = True,
+        statement_hook: StatementHook | None = None,
+        queue_max_spans: int = 200_000,
+        queue_max_bytes: int = 256 * 1024 * 1024,
+        prices: Mapping[str, tuple[float, float]] | None = None,
+    ) -> EvolutionStore:
+        """Connect, migrate to the latest schema (unless `migrate=False`), start the writer.
+
+        `statement_hook(sql, params)` is called for every statement either engine runs (and
+        for each COPY), so tests can count statements."""
+        backend = backend_for(url)
+        writer_engine, reader_engine = backend.create_engines()
+        if statement_hook is not None:
+            for engine in (writer_engine, reader_engine):
+                _observe(engine, statement_hook)
+            backend.statement_hook = statement_hook
+        try:
+            if migrate:
+                from .migrate import upgrade_engine
+
+                await upgrade_engine(writer_engine)
+            async with reader_engine.connect() as conn:
+                await backend.version(conn)
+        except (DBAPIError, SQLAlchemyError, OSError) as exc:
+            await writer_engine.dispose()
+            await reader_engine.dispose()
+            raise StorageError(f"cannot open {backend.name} database: {first_line(exc)}") from exc
+        writer = Writer(
+            writer_engine, backend, max_spans=queue_max_spans, max_bytes=queue_max_bytes
+        )
+        writer.start()
+        return cls(backend, writer_engine, reader_engine, writer, PriceTable(prices))
+
+    @property
+    def backend_name(self) -> str:
+        return self._backend.name
+
+    @property
+    def writer(self) -> Writer:
+        return self._writer
+
+    async def close(self, timeout: float = 30.0) -> None:
+        """Stop intake, commit everything queued, release connections. Idempotent."""
+        if self._closed:
+            return
+        self._closed = True
+        await self._writer.shutdown(timeout)
+        await self._writer_engine.dispose()
+        await self._reader_engine.dispose()
+
+    async def __aenter__(self) -> EvolutionStore:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.close()
+
+    async def version(self) -> str:
+        return await self._read(self._backend.version)
+
+    # -- writes ------------------------------------------------------------------------------
+
+    async def ingest(
+        self,
+        spans: Sequence[SpanRecord],
+        rewards: Sequence[RewardIn] = (),
+        *,
+        size_bytes: int | None = None,
+    ) -> IngestResult:
+        """Store spans (idempotent on trace_id + span_id) and rewards carried with them.
+        Returns after the transaction holding them has committed."""
+        if not spans and not rewards:
+            return IngestResult()
+        payload = SpanPayload(list(spans), list(rewards))
+        size = size_bytes if size_bytes is not None else APPROX_SPAN_BYTES * len(spans)
+        return await self._writer.submit_batch(
+            self._apply_spans, payload, spans=len(spans), size=size
+        )
+
+    async def _apply_spans(
+        self, conn: AsyncConnection, ctx: WriteContext, payloads: list[SpanPayload]
+    ) -> list[IngestResult]:
+        ctx.cache["prices"] = self._prices
+        return await apply_span_payloads(conn, ctx, payloads)
+
+    async def create_task(self, task: TaskIn) -> tuple[dict[str, Any], bool]:
+        """Create a task (queued); idempotent on id. Returns (task, created)."""
+        task_id, created = await self._writer.submit(
+            lambda conn, ctx: records.create_task(conn, ctx, task)
+        )
+        return await self.get_task(task_id), created
+
+    async def start_execution(self, task_id: str, execution: ExecutionIn) -> dict[str, Any]:
+        """A new execution of the task (a retry when not the first). Raises NotFound."""
+        execution_id = await self._writer.submit(
+            lambda conn, ctx: records.start_execution(conn, ctx, task_id, execution)
+        )
+        return await self.get_execution(execution_id)
+
+    async def set_task_status(self, task_id: str, status: str) -> dict[str, Any]:
+        await self._writer.submit(
+            lambda conn, ctx: records.set_task_status(conn, ctx, task_id, status)
+        )
+        return await self.get_task(task_id)
+
+    async def set_execution_status(self, execution_id: str, status: str) -> dict[str, Any]:
+        """Set an execution's status; its task follows if it is the latest execution."""
+        await self._writer.submit(
+            lambda conn, ctx: records.set_execution_status(conn, ctx, execution_id, status)
+        )
+        return await self.get_execution(execution_id)
+
+    async def add_reward(self, reward: RewardIn) -> tuple[dict[str, Any], bool]:
+        """Store a reward, linked now to matching spans or later when they arrive.
+        Idempotent on `reward.id`. Returns (reward, created)."""
+        reward_id, created = await self._writer.submit(
+            lambda conn, ctx: insert_reward(conn, ctx, reward)
+        )
+        return await self.get_reward(reward_id), created
+
+    async def add_span_tags(
+        self, span_id: str, tags: list[str], *, trace_id: str | None = None
+    ) -> dict[str, Any]:
+        found_trace, _ = await self._writer.submit(
+            lambda conn, ctx: records.add_span_tags(conn, ctx, span_id, tags, trace_id)
+        )
+        return await self.get_span(span_id, trace_id=found_trace)
+
+    async def flush(self, timeout: float = 30.0) -> bool:
+        """Wait until every write queued so far has committed."""
+        return await self._writer.force_flush(timeout)
+
+    # -- reads -------------------------------------------------------------------------------
+
+    async def _read(self, fn: Any, *args: Any, **kwargs: Any) -> Any:
+        try:
+            async with self._reader_engine.connect() as conn:
+                return await fn(conn, *args, **kwargs)
+        except Exception as exc:
+            if is_bad_value(exc):
+                raise InvalidInput(f"unusable value in the query: {first_line(exc)}") from exc
+            if not isinstance(exc, DBAPIError | SQLAlchemyError | OSError):
+                raise
+            raise StorageError(f"database read failed: {first_line(exc)}") from exc
+
+    async def get_task(self, task_id: str) -> dict[str, Any]:
+        return await self._read(queries.get_task, task_id)
+
+    async def list_tasks(
+        self,
+        *,
+        status: str | None = None,
+        tag: str | None = None,
+        cursor: str | None = None,
+        limit: int = 100,
+    ) -> Page:
+        return await self._read(
+            queries.list_tasks, status=status, tag=tag, cursor=cursor, limit=limit
+        )
+
+    async def get_execution(self, execution_id: str) -> dict[str, Any]:
+        return await self._read(queries.get_execution, execution_id)
+
+    async def list_executions(self, task_id: str) -> list[dict[str, Any]]:
+        return await self._read(queries.list_executions, task_id)
+
+    async def get_span(self, span_id: str, *, trace_id: str | None = None) -> dict[str, Any]:
+        return await self._read(queries.get_span, span_id, trace_id)
+
+    async def list_spans(self, query: SpanQuery | None = None) -> Page:
+        return await self._read(queries.list_spans, query or SpanQuery())
+
+    async def span_rewards(
+        self, span_id: str, *, trace_id: str | None = None
+    ) -> list[dict[str, Any]]:
+        return await self._read(queries.span_rewards, span_id, trace_id)
+
+    async def get_reward(self, reward_id: str) -> dict[str, Any]:
+        return await self._read(queries.get_reward, reward_id)
+
+    async def list_rewards(self, query: RewardQuery | None = None) -> Page:
+        return await self._read(queries.list_rewards, query or RewardQuery())
+
+    async def rewards_summary(
+        self, group_by: str = "name", query: RewardQuery | None = None
+    ) -> list[dict[str, Any]]:
+        return await self._read(aggregates.rewards_summary, group_by, query or RewardQuery())
+
+    async def agent_stats(
+        self, agent: str, *, start_after: int | None = None, start_before: int | None = None
+    ) -> dict[str, Any]:
+        return await self._read(
+            aggregates.agent_stats, agent, start_after=start_after, start_before=start_before
+        )
+
+    async def explain(self, statement: Any) -> str:
+        """The database's plan for a query (tests use it to check indexes are used)."""
+        return await self._read(self._backend.explain, statement)
+
+
+def _observe(engine: AsyncEngine, hook: StatementHook) -> None:
+    def before(conn: Any, cursor: Any, statement: str, params: Any, context: Any, many: bool):
+        hook(statement, params)
+
+    event.listen(engine.sync_engine, "before_cursor_execute", before)
+
+
+__all__ = ["EvolutionStore", "IngestResult", "Page", "RewardQuery", "SpanQuery"]

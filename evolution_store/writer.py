@@ -1,0 +1,274 @@
+"""The one writer: batch-first, group commit, bounded, drained on shutdown (DESIGN §3).
+
+Every write in the store — span batches from REST, OTLP HTTP/gRPC and the in-process exporter,
+tasks, executions, rewards, tags — is a job on one queue. A single asyncio task owns the
+write connection; whenever it wakes it takes everything queued (up to a cap), applies it in
+ONE transaction, commits, and only then resolves each job's future. Concurrent requests thus
+share one commit (and one fsync), and a caller that got its answer knows its data is durable.
+
+The queue is bounded by span count and bytes; a full queue raises `Overloaded` at once, which
+the API turns into 503 + Retry-After. Nothing waits on a timer: the worker sleeps on an
+event until a job arrives. `shutdown()` stops intake, drains what is queued, commits, exits.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import deque
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from sqlalchemy.exc import DataError, DBAPIError, InterfaceError, SQLAlchemyError
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+from .backends.base import Backend
+from .errors import EvolutionStoreError, InvalidInput, Overloaded, StorageError
+
+log = logging.getLogger(__name__)
+
+#: A job's work: runs inside the group's transaction, returns the job's result.
+Operation = Callable[[AsyncConnection, "WriteContext"], Awaitable[Any]]
+#: Applies many span jobs' payloads at once; returns one result per payload.
+BatchOperation = Callable[[AsyncConnection, "WriteContext", list[Any]], Awaitable[list[Any]]]
+
+#: The most spans one transaction carries; more wait for the next group.
+GROUP_MAX_SPANS = 20_000
+
+
+@dataclass
+class WriteContext:
+    """State shared by the operations of one transaction."""
+
+    backend: Backend
+    now_ns: int
+    cache: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class _Job:
+    operation: Operation | None
+    batch: BatchOperation | None
+    payload: Any
+    spans: int
+    size: int
+    future: asyncio.Future[Any]
+
+
+class Writer:
+    """Group-commit worker over the writer engine (one connection).
+
+    Usage::
+
+        writer = Writer(engine, backend)
+        writer.start()
+        result = await writer.submit(operation)            # resolves after COMMIT
+        results = await writer.submit_batch(apply, payload, spans=512, size=80_000)
+        await writer.shutdown(timeout=30)
+    """
+
+    def __init__(
+        self,
+        engine: AsyncEngine,
+        backend: Backend,
+        *,
+        max_spans: int = 200_000,
+        max_bytes: int = 256 * 1024 * 1024,
+    ) -> None:
+        self._engine = engine
+        self._backend = backend
+        self._max_spans = max_spans
+        self._max_bytes = max_bytes
+        self._queue: deque[_Job] = deque()
+        self._queued_spans = 0
+        self._queued_bytes = 0
+        self._wake = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self._closing = False
+        self.groups_committed = 0
+
+    def start(self) -> None:
+        if self._task is None:
+            self._task = asyncio.create_task(self._run(), name="evolution-store-writer")
+
+    @property
+    def queued_spans(self) -> int:
+        return self._queued_spans
+
+    async def submit(self, operation: Operation, *, size: int = 256) -> Any:
+        """Run `operation` in the next group's transaction; return its result after COMMIT."""
+        return await self._enqueue(_Job(operation, None, None, 0, size, self._future()))
+
+    async def submit_batch(
+        self, batch: BatchOperation, payload: Any, *, spans: int, size: int
+    ) -> Any:
+        """Queue a span payload. Payloads of consecutive jobs with the same `batch` function are
+        applied together in one call, so a group's spans go in as a few multi-row statements."""
+        return await self._enqueue(_Job(None, batch, payload, spans, size, self._future()))
+
+    def _future(self) -> asyncio.Future[Any]:
+        return asyncio.get_running_loop().create_future()
+
+    async def _enqueue(self, job: _Job) -> Any:
+        if self._closing or self._task is None:
+            raise Overloaded("the store is shutting down", retry_after=5)
+        over_spans = self._queued_spans + job.spans > self._max_spans
+        over_bytes = self._queued_bytes + job.size > self._max_bytes
+        # A single job larger than the whole budget is still let in when the queue is empty,
+        # or it could never be written.
+        if (over_spans or over_bytes) and self._queue:
+            raise Overloaded(
+                f"write queue full ({self._queued_spans} spans, {self._queued_bytes} bytes)",
+                retry_after=1,
+            )
+        self._queue.append(job)
+        self._queued_spans += job.spans
+        self._queued_bytes += job.size
+        self._wake.set()
+        # A client that disconnects must not cancel its write half-way: shield the future.
+        return await asyncio.shield(job.future)
+
+    async def shutdown(self, timeout: float = 30.0) -> bool:
+        """Stop intake, drain and commit what is queued, stop the worker. Idempotent.
+
+        Returns False if the queue could not be drained within `timeout`.
+        """
+        self._closing = True
+        task, self._task = self._task, None
+        if task is None:
+            return True
+        self._wake.set()
+        try:
+            await asyncio.wait_for(asyncio.shield(task), timeout)
+            return True
+        except TimeoutError:
+            task.cancel()
+            self._fail_all(StorageError("the store shut down before this write was committed"))
+            return False
+
+    async def force_flush(self, timeout: float = 30.0) -> bool:
+        """Wait until everything queued so far is committed."""
+        if self._task is None:
+            return not self._queue
+        try:
+            await asyncio.wait_for(self.submit(_noop), timeout)
+            return True
+        except (TimeoutError, EvolutionStoreError):
+            return False
+
+    async def _run(self) -> None:
+        while True:
+            if not self._queue:
+                if self._closing:
+                    return
+                self._wake.clear()
+                await self._wake.wait()
+                continue
+            group = self._take_group()
+            await self._commit_group(group)
+
+    def _take_group(self) -> list[_Job]:
+        group: list[_Job] = []
+        spans = 0
+        while self._queue and (not group or spans + self._queue[0].spans <= GROUP_MAX_SPANS):
+            job = self._queue.popleft()
+            spans += job.spans
+            self._queued_spans -= job.spans
+            self._queued_bytes -= job.size
+            group.append(job)
+        return group
+
+    async def _commit_group(self, group: list[_Job]) -> None:
+        try:
+            results = await self._apply(group)
+        except Exception as exc:  # one bad job must not sink the others: retry them alone
+            if len(group) == 1:
+                self._settle(group[0], error=_translate(exc))
+                return
+            log.warning("group of %d writes failed (%s); retrying each alone", len(group), exc)
+            for job in group:
+                await self._commit_group([job])
+            return
+        self.groups_committed += 1
+        for job, result in zip(group, results, strict=True):
+            self._settle(job, result=result)
+
+    async def _apply(self, group: list[_Job]) -> list[Any]:
+        ctx = WriteContext(backend=self._backend, now_ns=time.time_ns())
+        results: list[Any] = [None] * len(group)
+        async with self._engine.begin() as conn:
+            index = 0
+            while index < len(group):
+                job = group[index]
+                if job.batch is None:
+                    assert job.operation is not None
+                    results[index] = await job.operation(conn, ctx)
+                    index += 1
+                    continue
+                # Merge the run of consecutive batch jobs that share one batch function (`==`, not
+                # `is`: each access to a bound method makes a new object).
+                end = index
+                while end < len(group) and group[end].batch == job.batch:
+                    end += 1
+                payloads = [group[i].payload for i in range(index, end)]
+                results[index:end] = await job.batch(conn, ctx, payloads)
+                index = end
+        return results
+
+    def _settle(self, job: _Job, *, result: Any = None, error: BaseException | None = None) -> None:
+        if job.future.done():
+            return
+        if error is not None:
+            job.future.set_exception(error)
+        else:
+            job.future.set_result(result)
+
+    def _fail_all(self, error: EvolutionStoreError) -> None:
+        while self._queue:
+            self._settle(self._queue.popleft(), error=error)
+        self._queued_spans = self._queued_bytes = 0
+
+
+def is_bad_value(exc: BaseException) -> bool:
+    """A driver refusing a value the caller sent (out-of-range integer, NUL in text, a lone
+    surrogate) rather than the database failing: the caller's fault, answered with 422."""
+    if isinstance(exc, DataError | InterfaceError | OverflowError | UnicodeError):
+        return True
+    # Postgres SQLSTATE class 22 is "data exception" (e.g. NUL in text), whatever class the
+    # driver adapter chose to wrap it in.
+    for error in (
+        getattr(exc, "orig", None),
+        getattr(getattr(exc, "orig", None), "__cause__", None),
+    ):
+        if str(getattr(error, "sqlstate", "") or getattr(error, "pgcode", "") or "").startswith(
+            "22"
+        ):
+            return True
+    return False
+
+
+def first_line(exc: BaseException) -> str:
+    text = str(getattr(exc, "orig", None) or exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+async def _noop(_conn: AsyncConnection, _ctx: WriteContext) -> None:
+    return None
+
+
+def _translate(exc: Exception) -> BaseException:
+    if isinstance(exc, EvolutionStoreError):
+        return exc
+    if is_bad_value(exc):
+        error = InvalidInput(f"the database cannot store this value: {first_line(exc)}")
+        error.__cause__ = exc
+        return error
+    if isinstance(exc, DBAPIError | SQLAlchemyError | OSError):
+        error = StorageError(f"database write failed: {type(exc).__name__}: {exc}".splitlines()[0])
+        error.__cause__ = exc
+        return error
+    error = StorageError(f"write failed: {type(exc).__name__}: {exc}")
+    error.__cause__ = exc
+    return error

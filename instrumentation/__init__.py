@@ -1,0 +1,48 @@
+"""Client-side instrumentation for evolution-store: trace agents, group their runs into tasks
+and executions, and attach rewards to what they did.
+
+```python
+import instrumentation as evo
+
+evo.configure(endpoint="http://127.0.0.1:8000", service_name="support-bot")
+
+@evo.track_evolution(tags=["v2"])
+def answer(question: str) -> str: ...
+
+with evo.task("answer", input={"q": question}) as t:
+    reply = answer(question)
+    t.reward(1.0 if reply == expected else 0.0)
+```
+
+Importing this package loads only the OpenTelemetry API/SDK and httpx; the server stack
+(`evolution_store`, SQLAlchemy, FastAPI) is imported only by `configure(store_url=…)`.
+"""
+
+from ._client import AsyncEvolutionClient, EvolutionClient
+from ._config import TracingSession, configure
+from ._context import TaskHandle, task
+from ._decorator import track_evolution
+from ._exceptions import EvolutionClientError
+from ._proxy import with_evolution_tracking
+from ._rewards import emit_reward, make_link_attributes, make_tag_attributes
+
+__all__ = [
+    "AsyncEvolutionClient",
+    "EvolutionClient",
+    "EvolutionClientError",
+    "TaskHandle",
+    "TracingSession",
+    "configure",
+    "emit_reward",
+    "make_link_attributes",
+    "make_tag_attributes",
+    "task",
+    "track_evolution",
+    "with_evolution_tracking",
+]
+
+for _name in __all__:
+    _obj = globals()[_name]
+    if hasattr(_obj, "__module__"):
+        _obj.__module__ = __name__
+del _name, _obj

@@ -1,0 +1,269 @@
+"""What the two REST clients share and what does no I/O: configuration, request building
+(`_Call`: method, path, query, body; one builder per non-trivial method), retry decisions, and
+turning responses into results or `EvolutionClientError`s. `_client.py` holds the twins.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from enum import Enum
+from typing import Any
+from urllib.parse import quote
+
+import httpx
+
+from ._exceptions import EvolutionClientError
+from ._serialize import dumps
+
+DEFAULT_BASE_URL = "http://127.0.0.1:8000"
+DEFAULT_TIMEOUT = 10.0
+API_PREFIX = "/api/v1"
+RETRY_STATUSES = frozenset({429, 502, 503, 504})
+MAX_RETRY_DELAY = 10.0
+
+_HTTPX_ERRORS = (httpx.HTTPError, httpx.InvalidURL, httpx.StreamError)
+
+
+@dataclass(frozen=True, slots=True)
+class _Call:
+    method: str
+    path: str
+    params: list[tuple[str, Any]] | None = None
+    body: Any = None
+    idempotent: bool = True
+
+
+class _ClientState(Enum):
+    UNOPENED = 1
+    OPENED = 2
+    CLOSED = 3
+
+
+def _seg(value: str) -> str:
+    """One URL path segment: caller-chosen task ids may hold any character."""
+    return quote(str(value), safe="")
+
+
+def _query(**params: Any) -> list[tuple[str, Any]]:
+    """Query pairs without the Nones; lists repeat the key; booleans as true/false."""
+    pairs: list[tuple[str, Any]] = []
+    for key, value in params.items():
+        if value is None:
+            continue
+        values = value if isinstance(value, list | tuple) else [value]
+        for item in values:
+            if isinstance(item, bool):
+                item = "true" if item else "false"
+            pairs.append((key, item))
+    return pairs
+
+
+def _attribute_filters(attribute: str | Mapping[str, Any] | Sequence[str] | None) -> list[str]:
+    if attribute is None:
+        return []
+    if isinstance(attribute, str):
+        return [attribute]
+    if isinstance(attribute, Mapping):
+        return [f"{key}:{value}" for key, value in attribute.items()]
+    return list(attribute)
+
+
+def _tags(tags: Iterable[str] | str | None) -> list[str]:
+    if tags is None:
+        return []
+    return [tags] if isinstance(tags, str) else list(tags)
+
+
+def _reward_body(
+    value: float | Mapping[str, float] | None,
+    *,
+    name: str,
+    dimensions: Mapping[str, float] | None,
+    feedback: str | None,
+    source: str,
+    tags: Iterable[str],
+    metadata: Mapping[str, Any] | None,
+    span_id: str | None,
+    trace_id: str | None,
+    execution_id: str | None,
+    task_id: str | None,
+    links: Mapping[str, Any] | None,
+    reward_id: str | None,
+) -> dict[str, Any]:
+    if isinstance(value, Mapping):
+        dimensions, value = dict(value), None
+    body: dict[str, Any] = {"name": name, "source": source, "tags": _tags(tags)}
+    optional = {
+        "id": reward_id,
+        "value": value,
+        "dimensions": dict(dimensions) if dimensions else None,
+        "feedback": feedback,
+        "metadata": dict(metadata) if metadata else None,
+        "span_id": span_id,
+        "trace_id": trace_id,
+        "execution_id": execution_id,
+        "task_id": task_id,
+        "links": dict(links) if links else None,
+    }
+    body.update({key: item for key, item in optional.items() if item is not None})
+    return body
+
+
+class _BaseClient:
+    """Configuration and request building shared by both clients; no I/O happens here."""
+
+    def __init__(
+        self,
+        base_url: str = DEFAULT_BASE_URL,
+        *,
+        api_key: str | None = None,
+        timeout: float | httpx.Timeout = DEFAULT_TIMEOUT,
+        headers: Mapping[str, str] | None = None,
+        max_retries: int = 2,
+    ) -> None:
+        base = base_url.rstrip("/")
+        if base.endswith(API_PREFIX):
+            base = base[: -len(API_PREFIX)]
+        self.base_url = base
+        self.max_retries = max(0, max_retries)
+        self._timeout = timeout
+        self._headers = {"Accept": "application/json", **dict(headers or {})}
+        if api_key:
+            self._headers["Authorization"] = f"Bearer {api_key}"
+        self._state = _ClientState.UNOPENED
+
+    def _check_open(self) -> None:
+        if self._state is _ClientState.CLOSED:
+            raise RuntimeError("this client has been closed; create a new one")
+        self._state = _ClientState.OPENED
+
+    def _request_kwargs(self, call: _Call) -> dict[str, Any]:
+        kwargs: dict[str, Any] = {"params": call.params or None}
+        if call.body is not None:
+            kwargs["content"] = dumps(call.body).encode()
+            kwargs["headers"] = {"Content-Type": "application/json"}
+        return kwargs
+
+    def _retry_delay(self, call: _Call, attempt: int, response: httpx.Response | None) -> float:
+        """Seconds to wait before retrying, or -1 when the call must not be retried."""
+        if not call.idempotent or attempt >= self.max_retries:
+            return -1
+        if response is not None:
+            if response.status_code not in RETRY_STATUSES:
+                return -1
+            retry_after = _retry_after(response)
+            if retry_after is not None:
+                return min(retry_after, MAX_RETRY_DELAY)
+        return min(0.2 * 2**attempt, MAX_RETRY_DELAY)
+
+    @staticmethod
+    def _transport_error(call: _Call, url: str, exc: Exception) -> EvolutionClientError:
+        return EvolutionClientError(
+            f"{call.method} {url} failed: {type(exc).__name__}: {exc}",
+            method=call.method,
+            url=url,
+        )
+
+    @staticmethod
+    def _result(call: _Call, response: httpx.Response) -> Any:
+        if response.status_code >= 400:
+            try:
+                body = response.json()
+            except ValueError:
+                body = response.text[:500]
+            detail = body.get("detail", body) if isinstance(body, dict) else body
+            raise EvolutionClientError(
+                f"{call.method} {response.request.url} answered {response.status_code}: {detail}",
+                status=response.status_code,
+                detail=detail,
+                method=call.method,
+                url=str(response.request.url),
+                retry_after=_retry_after(response),
+            )
+        if response.status_code == 204 or not response.content:
+            return None
+        try:
+            return response.json()
+        except ValueError as exc:
+            raise EvolutionClientError(
+                f"{call.method} {response.request.url} answered non-JSON content",
+                status=response.status_code,
+                detail=response.text[:1000],
+                method=call.method,
+                url=str(response.request.url),
+            ) from exc
+
+    # --- calls: one builder per public method -------------------------------------------
+
+    @staticmethod
+    def _create_task(
+        name: str,
+        task_id: str | None,
+        input: Any,
+        metadata: Mapping[str, Any] | None,
+        tags: Iterable[str],
+    ) -> _Call:
+        body: dict[str, Any] = {"name": name, "tags": _tags(tags)}
+        if task_id is not None:
+            body["id"] = task_id
+        if input is not None:
+            body["input"] = input
+        if metadata:
+            body["metadata"] = dict(metadata)
+        return _Call("POST", "/tasks", body=body, idempotent=task_id is not None)
+
+    @staticmethod
+    def _list_tasks(
+        status: str | None, tag: str | None, cursor: str | None, limit: int | None
+    ) -> _Call:
+        return _Call("GET", "/tasks", _query(status=status, tag=tag, cursor=cursor, limit=limit))
+
+    @staticmethod
+    def _start_execution(
+        task_id: str, execution_id: str | None, config: Mapping[str, Any] | None
+    ) -> _Call:
+        body: dict[str, Any] = {"config": dict(config or {})}
+        if execution_id is not None:
+            body["id"] = execution_id
+        return _Call(
+            "POST",
+            f"/tasks/{_seg(task_id)}/executions",
+            body=body,
+            idempotent=execution_id is not None,
+        )
+
+    @staticmethod
+    def _post_spans(spans: Mapping[str, Any] | Sequence[Mapping[str, Any]]) -> _Call:
+        items = [spans] if isinstance(spans, Mapping) else list(spans)
+        return _Call("POST", "/spans/batch", body={"spans": items})
+
+    @staticmethod
+    def _list_spans(**filters: Any) -> _Call:
+        filters["attribute"] = _attribute_filters(filters.get("attribute")) or None
+        return _Call("GET", "/spans", _query(**filters))
+
+    @staticmethod
+    def _add_reward(**kwargs: Any) -> _Call:
+        body = _reward_body(**kwargs)
+        return _Call("POST", "/rewards", body=body, idempotent="id" in body)
+
+    @staticmethod
+    def _reward_filters(**filters: Any) -> list[tuple[str, Any]]:
+        return _query(**filters)
+
+
+def _retry_after(response: httpx.Response) -> float | None:
+    value = response.headers.get("Retry-After")
+    if not value:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        from email.utils import parsedate_to_datetime
+
+        try:
+            return max(0.0, parsedate_to_datetime(value).timestamp() - time.time())
+        except (TypeError, ValueError):
+            return None

@@ -1,0 +1,260 @@
+"""`task()`: one Task and a new Execution around a block of agent work, and the span processor
+that stamps their ids on every span started inside it.
+
+Ids are generated client-side (uuid4 hex), so nothing waits for the server before spans can
+carry them; the Task and Execution are still created explicitly so name, input, tags and
+status are stored. A backend failure is logged, never raised: tracing must not break the agent.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import uuid
+from collections.abc import Iterable, Mapping
+from types import TracebackType
+from typing import Any
+
+from opentelemetry.context import Context
+from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor
+
+from ._serialize import jsonable
+from ._state import EXECUTION_ID_ATTR, STATE, TASK_ID_ATTR, logger
+
+_CURRENT_TASK: contextvars.ContextVar[TaskHandle | None] = contextvars.ContextVar(
+    "evolution_current_task", default=None
+)
+
+
+def current_task() -> TaskHandle | None:
+    """The handle of the innermost `task()` block in this context, if any."""
+    return _CURRENT_TASK.get()
+
+
+class TaskHandle:
+    """What `with task(...) as t` gives you: the ids spans are stamped with, and `reward()`.
+
+    ```python
+    with instrumentation.task("answer", input={"q": q}) as t:
+        answer = agent(q)
+        t.reward(1.0 if answer == expected else 0.0)
+    ```
+    """
+
+    __slots__ = ("task_id", "execution_id", "name", "input", "tags", "metadata", "config", "_stamp")
+
+    def __init__(
+        self,
+        *,
+        task_id: str,
+        execution_id: str,
+        name: str,
+        input: Any,
+        tags: tuple[str, ...],
+        metadata: dict[str, Any],
+        config: dict[str, Any],
+    ) -> None:
+        self.task_id = task_id
+        self.execution_id = execution_id
+        self.name = name
+        self.input = input
+        self.tags = tags
+        self.metadata = metadata
+        self.config = config
+        # Built once: on_start sets it on every span of the block in one call.
+        self._stamp = {TASK_ID_ATTR: task_id, EXECUTION_ID_ATTR: execution_id}
+
+    def reward(self, value: float | Mapping[str, float], **kwargs: Any) -> dict[str, Any] | None:
+        """`emit_reward` aimed at this execution unless `kwargs` names another target."""
+        from ._rewards import emit_reward
+
+        if not any(
+            kwargs.get(key) for key in ("span_id", "trace_id", "task_id", "execution_id", "links")
+        ):
+            kwargs["execution_id"] = self.execution_id
+        return emit_reward(value, **kwargs)
+
+    def __repr__(self) -> str:
+        return f"TaskHandle(task_id={self.task_id!r}, execution_id={self.execution_id!r})"
+
+
+def _status_for(exc: BaseException | None) -> str:
+    if exc is None:
+        return "succeeded"
+    if isinstance(exc, TimeoutError):  # asyncio.TimeoutError is TimeoutError since 3.11
+        return "timeout"
+    return "failed"
+
+
+class _TaskScope:
+    """The object `task()` returns; usable once, with `with` or `async with`."""
+
+    __slots__ = ("_handle", "_token", "_used")
+
+    def __init__(self, handle: TaskHandle) -> None:
+        self._handle = handle
+        self._token: contextvars.Token[TaskHandle | None] | None = None
+        self._used = False
+
+    def _claim(self) -> None:
+        if self._used:
+            raise RuntimeError("a task() block can be entered only once; call task() again")
+        self._used = True
+
+    def _open_args(self) -> dict[str, Any]:
+        h = self._handle
+        return {
+            "task_id": h.task_id,
+            "execution_id": h.execution_id,
+            "name": h.name,
+            "input": h.input,
+            "tags": list(h.tags),
+            "metadata": h.metadata,
+            "config": h.config,
+        }
+
+    def _enter(self) -> TaskHandle:
+        self._token = _CURRENT_TASK.set(self._handle)
+        return self._handle
+
+    def _exit(self) -> None:
+        token, self._token = self._token, None
+        if token is None:
+            return
+        try:
+            _CURRENT_TASK.reset(token)
+        except ValueError:  # exited in another context (e.g. a generator moved across tasks)
+            _CURRENT_TASK.set(token.old_value if token.old_value is not token.MISSING else None)
+
+    def __enter__(self) -> TaskHandle:
+        self._claim()
+        backend = STATE.backend
+        if backend is not None:
+            try:
+                backend.open_task(**self._open_args())
+            except Exception as exc:
+                logger.warning("could not record task %s: %s", self._handle.task_id, exc)
+        return self._enter()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self._exit()
+        backend = STATE.backend
+        if backend is not None:
+            try:
+                backend.finish_execution(self._handle.execution_id, _status_for(exc))
+            except Exception as error:
+                logger.warning(
+                    "could not record the end of execution %s: %s",
+                    self._handle.execution_id,
+                    error,
+                )
+
+    async def __aenter__(self) -> TaskHandle:
+        self._claim()
+        backend = STATE.backend
+        if backend is not None:
+            try:
+                await backend.aopen_task(**self._open_args())
+            except Exception as exc:
+                logger.warning("could not record task %s: %s", self._handle.task_id, exc)
+        return self._enter()
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self._exit()
+        backend = STATE.backend
+        if backend is None:
+            return
+        status = _status_for(exc)
+        try:
+            # Shielded so a cancelled task still records that it failed.
+            await asyncio.shield(backend.afinish_execution(self._handle.execution_id, status))
+        except asyncio.CancelledError:
+            raise
+        except Exception as error:
+            logger.warning(
+                "could not record the end of execution %s: %s", self._handle.execution_id, error
+            )
+
+
+def task(
+    name: str,
+    input: Any = None,
+    task_id: str | None = None,
+    tags: Iterable[str] = (),
+    *,
+    metadata: Mapping[str, Any] | None = None,
+    config: Mapping[str, Any] | None = None,
+) -> _TaskScope:
+    """Open a Task and a new Execution of it for the block; spans inside carry their ids.
+
+    A `task_id` the store already knows makes this a retry: a new execution (attempt n+1) of
+    the same task. `config` is stored on the execution (prompt version, model, ...: what the
+    learners compare). On exit the execution is marked succeeded, failed, or timeout (on
+    `TimeoutError`); the exception, if any, propagates unchanged.
+
+    ```python
+    async with instrumentation.task("triage", input=ticket, tags=["prod"]) as t:
+        await agent.run(ticket)
+    ```
+    """
+    if isinstance(tags, str):
+        tags = (tags,)
+    handle = TaskHandle(
+        task_id=task_id or uuid.uuid4().hex,
+        execution_id=uuid.uuid4().hex,
+        name=name,
+        input=jsonable(input),
+        tags=tuple(tags),
+        metadata=dict(metadata or {}),
+        config=jsonable(dict(config or {})),
+    )
+    return _TaskScope(handle)
+
+
+class EvolutionSpanProcessor(SpanProcessor):
+    """Stamps task/execution ids on starting spans and forwards ended spans to the sinks.
+
+    Installed once per TracerProvider; `configure()` swaps the sinks (batch processors around
+    our exporters), which is how a second `configure()` call replaces the first even on a
+    global provider that cannot be replaced. `on_start` costs one contextvar read.
+    """
+
+    def __init__(self) -> None:
+        self._sinks: tuple[SpanProcessor, ...] = ()
+
+    def set_sinks(self, sinks: Iterable[SpanProcessor]) -> tuple[SpanProcessor, ...]:
+        """Install new sinks and return the old ones (the caller shuts them down)."""
+        old, self._sinks = self._sinks, tuple(sinks)
+        return old
+
+    @property
+    def sinks(self) -> tuple[SpanProcessor, ...]:
+        return self._sinks
+
+    def on_start(self, span: Span, parent_context: Context | None = None) -> None:
+        handle = _CURRENT_TASK.get()
+        if handle is not None:
+            span.set_attributes(handle._stamp)
+        for sink in self._sinks:
+            sink.on_start(span, parent_context)
+
+    def on_end(self, span: ReadableSpan) -> None:
+        for sink in self._sinks:
+            sink.on_end(span)
+
+    def shutdown(self) -> None:
+        for sink in self.set_sinks(()):
+            sink.shutdown()
+
+    def force_flush(self, timeout_millis: int = 30_000) -> bool:
+        return all([sink.force_flush(timeout_millis) for sink in self._sinks])

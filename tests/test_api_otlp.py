@@ -1,0 +1,397 @@
+"""`POST /v1/traces` through the real app on SQLite and Postgres: protobuf, JSON and gzip,
+idempotent retries, partial success, 400/413/415 answers with `google.rpc.Status` bodies,
+503 + Retry-After on overload, carried rewards, and the real OTel HTTP exporter against a real
+server process."""
+
+from __future__ import annotations
+
+import gzip
+from collections.abc import Callable
+from typing import Any
+
+import httpx
+import orjson
+import pytest
+from fastapi import FastAPI
+from google.protobuf.json_format import MessageToDict
+from google.rpc import code_pb2, error_details_pb2, status_pb2
+from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
+    ExportTraceServiceRequest,
+    ExportTraceServiceResponse,
+)
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.trace import Link, format_span_id, format_trace_id
+
+from api.routers.otlp import router
+from evolution_store.config import Settings
+from evolution_store.errors import Overloaded, StorageError
+from evolution_store.queries import SpanQuery
+
+PB = {"content-type": "application/x-protobuf"}
+JSON = {"content-type": "application/json"}
+
+
+def finished_spans(
+    count: int = 3, resource: dict[str, Any] | None = None, **attributes: Any
+) -> list[ReadableSpan]:
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider(
+        resource=Resource.create({"service.name": "otlp-test", **(resource or {})})
+    )
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    tracer = provider.get_tracer("test")
+    with tracer.start_as_current_span("root", attributes=attributes):
+        for index in range(count - 1):
+            tracer.start_span(f"step-{index}").end()
+    provider.shutdown()
+    return list(exporter.get_finished_spans())
+
+
+def protobuf_request(spans: list[ReadableSpan]) -> ExportTraceServiceRequest:
+    return encode_spans(spans)
+
+
+def json_body(message: ExportTraceServiceRequest) -> bytes:
+    """OTLP/JSON: MessageToDict output with the ids turned from base64 into hex."""
+    import base64
+
+    def hexify(node: Any) -> Any:
+        if isinstance(node, dict):
+            return {
+                key: base64.b64decode(value).hex()
+                if key in ("traceId", "spanId", "parentSpanId")
+                else hexify(value)
+                for key, value in node.items()
+            }
+        if isinstance(node, list):
+            return [hexify(item) for item in node]
+        return node
+
+    return orjson.dumps(hexify(MessageToDict(message)))
+
+
+def trace_of(spans: list[ReadableSpan]) -> str:
+    return format_trace_id(spans[0].context.trace_id)
+
+
+async def stored(store: Any, trace_id: str) -> list[dict[str, Any]]:
+    return (await store.list_spans(SpanQuery(trace_id=trace_id, limit=1000))).items
+
+
+def status_of(response: httpx.Response) -> status_pb2.Status:
+    status = status_pb2.Status()
+    if response.headers["content-type"].startswith("application/x-protobuf"):
+        status.ParseFromString(response.content)
+    else:
+        from google.protobuf.json_format import Parse
+
+        Parse(response.content, status)
+    return status
+
+
+# ---------------------------------------------------------------------------------- success
+
+
+async def test_protobuf_export_is_stored_before_200(api_client: httpx.AsyncClient, store) -> None:
+    spans = finished_spans(3)
+    body = protobuf_request(spans).SerializeToString()
+    response = await api_client.post("/v1/traces", content=body, headers=PB)
+    assert response.status_code == 200
+    assert response.headers["content-type"] == "application/x-protobuf"
+    answer = ExportTraceServiceResponse.FromString(response.content)
+    assert not answer.HasField("partial_success")
+
+    rows = await stored(store, trace_of(spans))
+    assert sorted(row["name"] for row in rows) == ["root", "step-0", "step-1"]
+    root = next(row for row in rows if row["name"] == "root")
+    assert root["parent_span_id"] is None
+    assert root["resource"]["service.name"] == "otlp-test"
+    assert root["agent"] == "otlp-test"
+
+
+async def test_json_export_with_hex_ids(api_client: httpx.AsyncClient, store) -> None:
+    spans = finished_spans(2)
+    response = await api_client.post(
+        "/v1/traces",
+        content=json_body(protobuf_request(spans)),
+        headers={"content-type": "application/json; charset=utf-8"},
+    )
+    assert response.status_code == 200
+    assert response.headers["content-type"] == "application/json"
+    assert response.json() == {}
+    rows = await stored(store, trace_of(spans))
+    assert {row["span_id"] for row in rows} == {format_span_id(s.context.span_id) for s in spans}
+
+
+@pytest.mark.parametrize("media", ["protobuf", "json"])
+async def test_gzip_bodies(api_client: httpx.AsyncClient, store, media: str) -> None:
+    spans = finished_spans(4)
+    message = protobuf_request(spans)
+    raw = message.SerializeToString() if media == "protobuf" else json_body(message)
+    headers = {**(PB if media == "protobuf" else JSON), "content-encoding": "gzip"}
+    response = await api_client.post("/v1/traces", content=gzip.compress(raw), headers=headers)
+    assert response.status_code == 200
+    assert len(await stored(store, trace_of(spans))) == 4
+
+
+async def test_the_same_batch_twice_stores_each_span_once(
+    api_client: httpx.AsyncClient, store
+) -> None:
+    spans = finished_spans(5)
+    body = protobuf_request(spans).SerializeToString()
+    for _ in range(2):
+        response = await api_client.post("/v1/traces", content=body, headers=PB)
+        assert response.status_code == 200
+    rows = await stored(store, trace_of(spans))
+    assert len(rows) == 5
+
+
+async def test_empty_requests_succeed(api_client: httpx.AsyncClient) -> None:
+    for body, headers in ((b"", PB), (b"{}", JSON), (b'{"resourceSpans": []}', JSON)):
+        response = await api_client.post("/v1/traces", content=body, headers=headers)
+        assert response.status_code == 200
+
+
+# ---------------------------------------------------------------------------- partial success
+
+
+async def test_bad_ids_are_rejected_alone_protobuf(api_client: httpx.AsyncClient, store) -> None:
+    spans = finished_spans(3)
+    message = protobuf_request(spans)
+    scope_spans = message.resource_spans[0].scope_spans[0]
+    scope_spans.spans[0].trace_id = bytes(16)
+    scope_spans.spans[1].span_id = b"\x01\x02"
+    response = await api_client.post("/v1/traces", content=message.SerializeToString(), headers=PB)
+    assert response.status_code == 200
+    partial = ExportTraceServiceResponse.FromString(response.content).partial_success
+    assert partial.rejected_spans == 2
+    assert "rejected" in partial.error_message
+    assert len(await stored(store, trace_of(spans))) == 1
+
+
+async def test_bad_ids_are_rejected_alone_json(api_client: httpx.AsyncClient, store) -> None:
+    spans = finished_spans(3)
+    document = orjson.loads(json_body(protobuf_request(spans)))
+    document["resourceSpans"][0]["scopeSpans"][0]["spans"][0]["spanId"] = "0" * 16
+    response = await api_client.post("/v1/traces", content=orjson.dumps(document), headers=JSON)
+    assert response.status_code == 200
+    assert response.json()["partialSuccess"]["rejectedSpans"] in ("1", 1)
+    assert len(await stored(store, trace_of(spans))) == 2
+
+
+# ------------------------------------------------------------------------------------ errors
+
+
+@pytest.mark.parametrize("content_type", ["text/plain", "application/xml", "", "application/grpc"])
+async def test_unknown_content_type_is_415(api_client: httpx.AsyncClient, content_type) -> None:
+    headers = {"content-type": content_type} if content_type else {}
+    response = await api_client.post("/v1/traces", content=b"{}", headers=headers)
+    assert response.status_code == 415
+    assert status_of(response).code == code_pb2.INVALID_ARGUMENT
+
+
+async def test_unknown_content_encoding_is_415(api_client: httpx.AsyncClient) -> None:
+    headers = {**PB, "content-encoding": "br"}
+    response = await api_client.post("/v1/traces", content=b"", headers=headers)
+    assert response.status_code == 415
+    assert response.headers["content-type"] == "application/x-protobuf"
+
+
+@pytest.mark.parametrize(
+    ("headers", "body"),
+    [
+        (PB, b"\xff\xff\xff\xff garbage"),
+        (JSON, b"{not json"),
+        (JSON, b"[1, 2]"),
+        ({**PB, "content-encoding": "gzip"}, b"not gzip at all"),
+        ({**JSON, "content-encoding": "gzip"}, gzip.compress(b'{"resourceSpans": []}')[:-8]),
+    ],
+)
+async def test_undecodable_bodies_are_400_with_a_status_body(
+    api_client: httpx.AsyncClient, headers: dict[str, str], body: bytes
+) -> None:
+    response = await api_client.post("/v1/traces", content=body, headers=headers)
+    assert response.status_code == 400
+    assert response.headers["content-type"] == headers["content-type"]
+    status = status_of(response)
+    assert status.code == code_pb2.INVALID_ARGUMENT and status.message
+
+
+async def test_gzip_bomb_stops_at_the_cap(make_client: Callable[..., Any]) -> None:
+    cap = 1024 * 1024
+    bomb = gzip.compress(b"\0" * (20 * cap))  # ~20 KB on the wire, 20 MiB inflated
+    assert len(bomb) < cap
+    async with make_client(max_body_bytes=cap) as client:
+        headers = {**PB, "content-encoding": "gzip"}
+        response = await client.post("/v1/traces", content=bomb, headers=headers)
+        assert response.status_code == 413
+        assert status_of(response).code == code_pb2.RESOURCE_EXHAUSTED
+        # Just under the cap still works.
+        fine = gzip.compress(protobuf_request(finished_spans(2)).SerializeToString())
+        response = await client.post("/v1/traces", content=fine, headers=headers)
+        assert response.status_code == 200
+
+
+async def test_identity_body_over_the_cap_is_413(make_client: Callable[..., Any]) -> None:
+    async with make_client(max_body_bytes=1000) as client:
+        response = await client.post("/v1/traces", content=b"\0" * 5000, headers=PB)
+        assert response.status_code == 413
+
+
+async def test_write_key_is_needed_when_auth_is_on(make_client: Callable[..., Any]) -> None:
+    body = protobuf_request(finished_spans(1)).SerializeToString()
+    async with make_client(api_keys="writer,reader:ro") as client:
+        assert (await client.post("/v1/traces", content=body, headers=PB)).status_code == 401
+        read_only = {**PB, "authorization": "Bearer reader"}
+        response = await client.post("/v1/traces", content=body, headers=read_only)
+        assert response.status_code == 403
+        writer = {**PB, "authorization": "Bearer writer"}
+        assert (await client.post("/v1/traces", content=body, headers=writer)).status_code == 200
+
+
+class _FailingStore:
+    def __init__(self, error: Exception) -> None:
+        self.error = error
+
+    async def ingest(self, *args: Any, **kwargs: Any) -> Any:
+        raise self.error
+
+
+def _app_with(store: Any) -> httpx.AsyncClient:
+    app = FastAPI()
+    app.include_router(router)
+    app.state.store = store
+    app.state.settings = Settings()
+    return httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://test")
+
+
+@pytest.mark.parametrize("media", ["protobuf", "json"])
+async def test_overload_is_503_with_retry_after(media: str) -> None:
+    message = protobuf_request(finished_spans(1))
+    body = message.SerializeToString() if media == "protobuf" else json_body(message)
+    async with _app_with(_FailingStore(Overloaded(retry_after=2.5))) as client:
+        response = await client.post(
+            "/v1/traces", content=body, headers=PB if media == "protobuf" else JSON
+        )
+    assert response.status_code == 503
+    assert response.headers["retry-after"] == "3"
+    status = status_of(response)
+    assert status.code == code_pb2.UNAVAILABLE
+    retry = error_details_pb2.RetryInfo()
+    assert status.details[0].Unpack(retry) and retry.retry_delay.seconds == 3
+
+
+@pytest.mark.parametrize("error", [StorageError("disk on fire"), RuntimeError("bug")])
+async def test_storage_failures_are_503_never_500(error: Exception) -> None:
+    body = protobuf_request(finished_spans(1)).SerializeToString()
+    async with _app_with(_FailingStore(error)) as client:
+        response = await client.post("/v1/traces", content=body, headers=PB)
+    assert response.status_code == 503
+    assert status_of(response).code == code_pb2.UNAVAILABLE
+    assert "disk on fire" not in response.text
+
+
+# ------------------------------------------------------------------------------------ rewards
+
+
+async def test_rewards_from_every_carrier_are_stored_and_resolved(
+    api_client: httpx.AsyncClient, store
+) -> None:
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    tracer = provider.get_tracer("rewards")
+    with tracer.start_as_current_span("agent") as agent:
+        with tracer.start_as_current_span(
+            "chat", attributes={"gen_ai.response.id": "chatcmpl-7"}
+        ) as chat:
+            chat.add_event(
+                "gen_ai.evaluation.result",
+                {"gen_ai.evaluation.name": "relevance", "gen_ai.evaluation.score.value": 0.8},
+            )
+        tracer.start_span(
+            "agentlightning.annotation",
+            attributes={
+                "agentlightning.reward.0.name": "primary",
+                "agentlightning.reward.0.value": 1.0,
+                "agentlightning.tag.0": "final",
+            },
+        ).end()
+        tracer.start_span(
+            "judge",
+            links=[Link(chat.get_span_context())],
+            attributes={
+                "openinference.span.kind": "EVALUATOR",
+                "evaluations.0.evaluation.name": "correctness",
+                "evaluations.0.evaluation.score": 0.5,
+                "evaluations.0.evaluation.annotator_kind": "HUMAN",
+            },
+        ).end()
+        tracer.start_span(
+            "agentlightning.annotation",
+            attributes={
+                "agentlightning.reward.0.value": 0.25,
+                "agentlightning.link.0.key_match": "gen_ai.response.id",
+                "agentlightning.link.0.value_match": "chatcmpl-7",
+            },
+        ).end()
+    provider.shutdown()
+    spans = list(exporter.get_finished_spans())
+    body = protobuf_request(spans).SerializeToString()
+    response = await api_client.post("/v1/traces", content=body, headers=PB)
+    assert response.status_code == 200
+
+    agent_id = format_span_id(agent.get_span_context().span_id)
+    chat_id = format_span_id(chat.get_span_context().span_id)
+    page = await store.list_rewards()
+    by_name = {reward["name"]: reward for reward in page.items}
+    assert set(by_name) == {"relevance", "reward", "correctness"} and len(page.items) == 4
+    assert by_name["relevance"]["span_ids"] == [chat_id] and by_name["relevance"]["resolved"]
+    assert by_name["relevance"]["source"] == "llm"
+    assert by_name["correctness"]["span_ids"] == [chat_id]
+    assert by_name["correctness"]["source"] == "human"
+    al = [reward for reward in page.items if reward["name"] == "reward"]
+    assert {tuple(reward["span_ids"]) for reward in al} == {(agent_id,), (chat_id,)}
+    assert all(reward["resolved"] for reward in al)
+    assert any(reward["tags"] == ["final"] for reward in al)
+
+    # A retried export neither duplicates spans nor rewards.
+    response = await api_client.post("/v1/traces", content=body, headers=PB)
+    assert response.status_code == 200
+    assert len((await store.list_rewards()).items) == 4
+    assert len(await stored(store, trace_of(spans))) == len(spans)
+
+
+# --------------------------------------------------------------- the real OTel HTTP exporter
+
+
+@pytest.mark.parametrize("compression", ["none", "gzip"])
+def test_real_otlp_http_exporter_against_a_real_server(
+    live_server: Callable[..., Any], store_url: str, compression: str
+) -> None:
+    from opentelemetry.exporter.otlp.proto.http import Compression
+    from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+    from opentelemetry.sdk.trace.export import SpanExportResult
+
+    server = live_server(store_url)
+    exporter = OTLPSpanExporter(
+        endpoint=server.otlp_http_url,
+        compression=Compression.Gzip if compression == "gzip" else Compression.NoCompression,
+    )
+    spans = finished_spans(5, resource={"evolution.task.id": "otlp-http-task"})
+    try:
+        assert exporter.export(spans) == SpanExportResult.SUCCESS
+        assert exporter.export(spans) == SpanExportResult.SUCCESS  # a retry: no duplicates
+    finally:
+        exporter.shutdown()
+    listed = httpx.get(
+        server.url + "/api/v1/spans", params={"trace_id": trace_of(spans), "limit": 100}
+    )
+    assert listed.status_code == 200
+    items = listed.json()["items"]
+    assert len(items) == 5
+    assert {item["task_id"] for item in items} == {"otlp-http-task"}

@@ -1,0 +1,103 @@
+"""The one writer: batch-first statements, group commit, bounded queue, drain on shutdown."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+
+import pytest
+from factories import span_record, trace_id
+
+from evolution_store import EvolutionStore, Overloaded
+from evolution_store.models import SpanRecord
+
+
+def agent_traces(traces: int, spans_per_trace: int = 10) -> list[SpanRecord]:
+    records = []
+    for _ in range(traces):
+        trace = trace_id()
+        root = span_record(trace_id=trace, name="agent", attributes={"session.id": "s"})
+        records.append(root)
+        records.extend(
+            span_record(trace_id=trace, parent_span_id=root.span_id, attributes={"session.id": "s"})
+            for _ in range(spans_per_trace - 1)
+        )
+    return records
+
+
+class Recorder:
+    def __init__(self) -> None:
+        self.statements: list[str] = []
+
+    def __call__(self, sql: str, params: object) -> None:
+        self.statements.append(" ".join(sql.split()))
+
+    def count(self, pattern: str) -> int:
+        return sum(1 for sql in self.statements if re.match(pattern, sql, re.IGNORECASE))
+
+
+async def test_a_thousand_spans_take_a_handful_of_statements(store_url: str) -> None:
+    recorder = Recorder()
+    store = await EvolutionStore.open(store_url, statement_hook=recorder)
+    try:
+        recorder.statements.clear()
+        result = await store.ingest(agent_traces(100))
+    finally:
+        await store.close()
+    assert result.accepted == 1000
+    # Per group, not per span: at most one bulk write per table (COPY + INSERT…SELECT on
+    # Postgres, with its staging housekeeping), a handful of lookups, one counter UPDATE —
+    # the same count for 10 spans or 10,000.
+    assert recorder.count(r'(INSERT INTO "?spans"?|COPY _stage_spans)') <= 2
+    assert len(recorder.statements) <= 40, recorder.statements
+
+
+async def test_concurrent_ingests_share_one_commit(store: EvolutionStore) -> None:
+    before = store.writer.groups_committed
+    batches = [agent_traces(2) for _ in range(30)]
+    results = await asyncio.gather(*(store.ingest(batch) for batch in batches))
+    assert sum(result.accepted for result in results) == 600
+    # The first request may commit alone; the other 29 wait and go in together.
+    assert store.writer.groups_committed - before <= 3
+
+
+async def test_full_queue_answers_overloaded_and_loses_nothing(store_url: str) -> None:
+    store = await EvolutionStore.open(store_url, queue_max_spans=50)
+    try:
+        batches = [agent_traces(3) for _ in range(10)]
+        outcomes = await asyncio.gather(
+            *(store.ingest(batch) for batch in batches), return_exceptions=True
+        )
+        refused = [o for o in outcomes if isinstance(o, Overloaded)]
+        stored = [o for o in outcomes if not isinstance(o, BaseException)]
+        assert refused, "a queue bounded at 50 spans must refuse some of 300"
+        assert refused[0].retry_after > 0
+        assert len(stored) + len(refused) == 10
+        # Retrying the refused batches (as OTLP clients do) stores everything exactly once.
+        for batch, outcome in zip(batches, outcomes, strict=True):
+            if isinstance(outcome, Overloaded):
+                assert (await store.ingest(batch)).accepted == 30
+    finally:
+        await store.close()
+
+
+async def test_writes_after_close_are_refused(store_url: str) -> None:
+    store = await EvolutionStore.open(store_url)
+    await store.close()
+    await store.close()  # idempotent
+    with pytest.raises(Overloaded):
+        await store.ingest(agent_traces(1))
+
+
+async def test_one_bad_job_does_not_sink_its_group(store: EvolutionStore) -> None:
+    from evolution_store.models import ExecutionIn
+
+    good = [agent_traces(1) for _ in range(5)]
+    outcomes = await asyncio.gather(
+        *(store.ingest(batch) for batch in good[:3]),
+        store.start_execution("no-such-task", ExecutionIn()),
+        *(store.ingest(batch) for batch in good[3:]),
+        return_exceptions=True,
+    )
+    assert [type(o).__name__ for o in outcomes].count("NotFound") == 1
+    assert sum(o.accepted for o in outcomes if hasattr(o, "accepted")) == 50
