@@ -296,3 +296,29 @@ def test_kill_9_loses_no_acknowledged_span(live_server, store_url):
     for task in everything["items"]:
         assert task["span_count"] in (0, 100), task
     assert restarted.stop() == 0
+
+
+async def test_accepted_connections_have_tcp_nodelay():
+    # Without TCP_NODELAY a kept-alive client waits out delayed ACKs (~40 ms) per request.
+    import socket
+
+    from api.serve import _bind
+
+    listener = _bind("127.0.0.1", 0, "API")
+    nodelay: list[int] = []
+
+    async def on_connect(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        sock = writer.get_extra_info("socket")
+        nodelay.append(sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY))
+        writer.close()
+
+    server = await asyncio.start_server(on_connect, sock=listener)
+    async with server:
+        port = listener.getsockname()[1]
+        _, writer = await asyncio.open_connection("127.0.0.1", port)
+        for _ in range(100):
+            if nodelay:
+                break
+            await asyncio.sleep(0.01)
+        writer.close()
+    assert nodelay and nodelay[0] != 0
