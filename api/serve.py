@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import json
 import signal
 import socket
@@ -27,6 +28,7 @@ from typing import Any
 
 import uvicorn
 from starlette.types import ASGIApp, Receive, Scope, Send
+from uvicorn.loops.auto import auto_loop_factory
 
 from evolution_store import EvolutionStore
 from evolution_store.config import Settings
@@ -43,8 +45,12 @@ class ServeError(Exception):
 
 
 def run(settings: Settings, *, echo: Callable[[str], None] = print) -> None:
-    """Serve until SIGTERM/SIGINT, then drain and return. Raises `ServeError` on startup."""
-    asyncio.run(serve(settings, echo=echo))
+    """Serve until SIGTERM/SIGINT, then drain and return. Raises `ServeError` on startup.
+
+    The event loop is the one `uvicorn.run` would pick (`loop="auto"`): uvloop when installed,
+    as with `uvicorn[standard]`, else asyncio's."""
+    with asyncio.Runner(loop_factory=auto_loop_factory()) as runner:
+        runner.run(serve(settings, echo=echo))
 
 
 async def serve(settings: Settings, *, echo: Callable[[str], None] = print) -> None:
@@ -85,6 +91,7 @@ async def serve(settings: Settings, *, echo: Callable[[str], None] = print) -> N
                 echo(f"{what} on http://{_host_text(settings.host)}:{port}")
             if grpc_server is not None:
                 echo(f"OTLP/gRPC on {_host_text(settings.host)}:{settings.otlp_grpc_port}")
+            _settle_heap()
             await server.serve(sockets=sockets)
         finally:
             for sock in sockets:
@@ -165,6 +172,16 @@ class _StopSignals:
     def __exit__(self, *exc_info: object) -> None:
         for sig, handler in self._previous.items():
             signal.signal(sig, handler)
+
+
+def _settle_heap() -> None:
+    """Freeze what start-up allocated (modules, app, store) out of the cyclic collector's
+    sight, and let its youngest generation grow: a span batch allocates tens of thousands of
+    containers that reference counting frees anyway, and default thresholds would run the
+    collector many times per batch for nothing (~10 % of ingest time when measured)."""
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(50_000, 20, 20)
 
 
 def _listeners(settings: Settings) -> list[tuple[str, int]]:

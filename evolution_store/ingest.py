@@ -12,22 +12,15 @@ from collections import defaultdict
 from dataclasses import dataclass
 from typing import Any
 
-import orjson
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from . import rewards as reward_writes
 from .backends import any_of
-from .models import (
-    RESERVED_LINK_KEYS,
-    RewardIn,
-    SpanRecord,
-    clean_text,
-    link_value_text,
-    new_id,
-)
-from .promote import PriceTable, ids_from_attributes, promoted_columns, tags_from_attributes
+from .models import RewardIn, SpanRecord, new_id
 from .schema import executions, span_attributes, span_tags, spans, tasks
+from .span_rows import SPAN_COLUMNS, PreparedSpan, attribute_index_rows
+from .span_rows import dumps as dumps  # re-exported: records and rewards write JSON too
 from .writer import WriteContext
 
 
@@ -42,7 +35,7 @@ class IngestResult:
 
 @dataclass
 class SpanPayload:
-    spans: list[SpanRecord]
+    spans: list[PreparedSpan]
     rewards: list[RewardIn]
 
 
@@ -56,39 +49,8 @@ class NewSpan:
     is_root: bool
     task_id: str
     execution_id: str
-    attributes: dict[str, Any]
-
-
-def dumps(value: Any) -> str:
-    """JSON text for a stored value. orjson is the fast path; what it refuses (ints beyond 64
-    bits, lone surrogates, nesting deeper than 254) is made storable first — a span is never
-    lost over its attributes."""
-    try:
-        return orjson.dumps(value, default=str, option=orjson.OPT_NON_STR_KEYS).decode()
-    except (TypeError, orjson.JSONEncodeError):
-        return orjson.dumps(storable(value), default=str).decode()
-
-
-#: Deeper JSON than this is kept as its text: no reader needs it, and recursion has limits.
-MAX_JSON_DEPTH = 64
-
-
-def storable(value: Any, depth: int = 0) -> Any:
-    """A copy of `value` that every backend and JSON codec accepts: text cleaned of NUL and
-    lone surrogates, integers beyond 64 bits as strings, nesting cut at MAX_JSON_DEPTH."""
-    if isinstance(value, str):
-        return clean_text(value)
-    if isinstance(value, bool) or value is None or isinstance(value, float):
-        return value
-    if isinstance(value, int):
-        return value if -(2**63) <= value < 2**64 else str(value)
-    if depth >= MAX_JSON_DEPTH:
-        return clean_text(repr(value)[:10_000])
-    if isinstance(value, dict):
-        return {clean_text(str(k)): storable(v, depth + 1) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [storable(item, depth + 1) for item in value]
-    return clean_text(str(value))
+    #: indexed attribute values (see `span_rows.indexed_values`), for selector matching
+    indexed_values: dict[str, str]
 
 
 def in_chunks(values: list[Any], size: int = 50_000) -> list[list[Any]]:
@@ -104,10 +66,10 @@ async def apply_span_payloads(
     conn: AsyncConnection, ctx: WriteContext, payloads: list[SpanPayload]
 ) -> list[IngestResult]:
     """The writer's batch operation for spans: all payloads of a group in one pass."""
-    records = [record for payload in payloads for record in payload.spans]
-    fresh = await _fresh_flags(conn, records)
-    new_records = [record for record, is_new in zip(records, fresh, strict=True) if is_new]
-    new_spans = await _insert_spans(conn, ctx, new_records) if new_records else []
+    prepared = [span for payload in payloads for span in payload.spans]
+    fresh = await _fresh_flags(conn, [span.record for span in prepared])
+    new = [span for span, is_new in zip(prepared, fresh, strict=True) if is_new]
+    new_spans = await _insert_spans(conn, ctx, new) if new else []
     if new_spans:
         await reward_writes.resolve_for_spans(conn, ctx, new_spans)
     results: list[IngestResult] = []
@@ -142,24 +104,27 @@ async def _fresh_flags(conn: AsyncConnection, records: list[SpanRecord]) -> list
 
 
 async def _insert_spans(
-    conn: AsyncConnection, ctx: WriteContext, records: list[SpanRecord]
+    conn: AsyncConnection, ctx: WriteContext, prepared: list[PreparedSpan]
 ) -> list[NewSpan]:
-    owners = await _assign_owners(conn, ctx, records)
+    records = [span.record for span in prepared]
+    owners = await _assign_owners(conn, ctx, records, [span.owner_ids for span in prepared])
     sequences = await _next_sequences(conn, ctx, records, owners)
     pks = await ctx.backend.reserve_pks(conn, spans, len(records))
-    prices: PriceTable = ctx.cache.get("prices") or PriceTable()
     indexed = await indexed_key_set(conn, ctx)
-    span_rows: list[dict[str, Any]] = []
-    tag_rows: list[dict[str, Any]] = []
-    attribute_rows: list[dict[str, Any]] = []
+    span_rows: list[tuple[Any, ...]] = []
+    tag_rows: list[tuple[str, int]] = []
+    attribute_rows: list[tuple[str, str, int]] = []
     new_spans: list[NewSpan] = []
-    for record, pk, (task_id, execution_id), sequence in zip(
-        records, pks, owners, sequences, strict=True
+    now = ctx.now_ns
+    for span, pk, (task_id, execution_id), sequence in zip(
+        prepared, pks, owners, sequences, strict=True
     ):
-        tags = tags_from_attributes(record)
-        span_rows.append(_span_row(record, pk, task_id, execution_id, sequence, tags, ctx, prices))
-        tag_rows.extend({"tag": tag, "span_pk": pk} for tag in tags)
-        attribute_rows.extend(_attribute_index_rows(record.attributes, pk, indexed))
+        if span.indexed_for != indexed:  # a key was registered after the span was prepared
+            span.reindex(indexed)
+        span_rows.append((pk, task_id, execution_id, sequence, now, *span.values))
+        tag_rows.extend((tag, pk) for tag in span.tags)
+        attribute_rows.extend(attribute_index_rows(span, pk))
+        record = span.record
         new_spans.append(
             NewSpan(
                 pk,
@@ -168,65 +133,17 @@ async def _insert_spans(
                 record.parent_span_id is None,
                 task_id,
                 execution_id,
-                record.attributes,
+                span.indexed_values,
             )
         )
-    await ctx.backend.insert_ignore(conn, spans, span_rows)
-    await ctx.backend.insert_ignore(conn, span_tags, tag_rows)
-    await ctx.backend.insert_ignore(conn, span_attributes, attribute_rows)
+    # Fresh primary keys: none of these rows can conflict with a stored one.
+    await ctx.backend.insert_rows(conn, spans, SPAN_COLUMNS, span_rows, fresh=True)
+    await ctx.backend.insert_rows(conn, span_tags, ("tag", "span_pk"), tag_rows, fresh=True)
+    await ctx.backend.insert_rows(
+        conn, span_attributes, ("key", "value", "span_pk"), attribute_rows, fresh=True
+    )
     await _settle_executions_from_roots(conn, ctx, records, owners)
     return new_spans
-
-
-def _span_row(
-    record: SpanRecord,
-    pk: int,
-    task_id: str,
-    execution_id: str,
-    sequence: int,
-    tags: list[str],
-    ctx: WriteContext,
-    prices: PriceTable,
-) -> dict[str, Any]:
-    row = {
-        "pk": pk,
-        "trace_id": record.trace_id,
-        "span_id": record.span_id,
-        "parent_span_id": record.parent_span_id,
-        "name": clean_text(record.name[:1000]),
-        "kind": record.kind,
-        "start_time": record.start_time,
-        "end_time": record.end_time,
-        "status_code": record.status_code,
-        "status_message": clean_text(record.status_message or ""),
-        "attributes": dumps(record.attributes),
-        "events": dumps(record.events),
-        "links": dumps(record.links),
-        "resource": dumps(record.resource),
-        "scope": dumps(record.scope),
-        "task_id": task_id,
-        "execution_id": execution_id,
-        "sequence": sequence,
-        "tags": dumps(tags),
-        "ingested_at": ctx.now_ns,
-    }
-    row.update(promoted_columns(record, prices))
-    return row
-
-
-def _attribute_index_rows(
-    attributes: dict[str, Any], pk: int, indexed: set[str]
-) -> list[dict[str, Any]]:
-    rows = []
-    for key in indexed:
-        value = attributes.get(key)
-        if value is None or key in RESERVED_LINK_KEYS:
-            continue
-        if isinstance(value, str | int | float | bool):
-            text = link_value_text(value)
-            if len(text) <= 500:
-                rows.append({"key": clean_text(key), "value": clean_text(text), "span_pk": pk})
-    return rows
 
 
 async def indexed_key_set(conn: AsyncConnection, ctx: WriteContext) -> set[str]:
@@ -242,17 +159,19 @@ async def indexed_key_set(conn: AsyncConnection, ctx: WriteContext) -> set[str]:
 
 
 async def _assign_owners(
-    conn: AsyncConnection, ctx: WriteContext, records: list[SpanRecord]
+    conn: AsyncConnection,
+    ctx: WriteContext,
+    records: list[SpanRecord],
+    named: list[tuple[str | None, str | None]],
 ) -> list[tuple[str, str]]:
     """(task id, execution id) for each record, creating unknown tasks and executions.
 
-    Ids come from the record or its attributes (resource first). An unknown execution id
-    without a task id becomes its own task; a task id alone means its latest execution; a
-    span with neither belongs to a task (and single execution) named by its trace id.
+    `named` holds the ids each record names (`promote.ids_from_attributes`). An unknown
+    execution id without a task id becomes its own task; a task id alone means its latest
+    execution; a span with neither belongs to a task (and single execution) named by its
+    trace id.
     """
-    wanted = await _inherit_trace_owners(
-        conn, records, [ids_from_attributes(record) for record in records]
-    )
+    wanted = await _inherit_trace_owners(conn, records, named)
     execution_ids = list({execution for _, execution in wanted if execution})
     known_executions = await _execution_tasks(conn, execution_ids)
     owners: list[tuple[str | None, str | None]] = []
@@ -358,11 +277,14 @@ async def _create_missing(
         for task_id, name in task_names.items()
         if task_id not in existing_tasks
     ]
-    await ctx.backend.insert_ignore(conn, tasks, task_rows)
+    await ctx.backend.insert_ignore(conn, tasks, task_rows, fresh=True)
     if not new_executions:
         return
     still_missing = await _filter_missing(conn, new_executions)
-    attempts = await _max_attempts(conn, list(set(still_missing.values())))
+    # Tasks created just now have no executions yet: only older ones need their last attempt.
+    attempts = await _max_attempts(
+        conn, list({task for task in still_missing.values() if task in existing_tasks})
+    )
     execution_rows = []
     for execution_id, task_id in still_missing.items():
         attempts[task_id] = attempts.get(task_id, 0) + 1
@@ -377,7 +299,7 @@ async def _create_missing(
                 "updated_at": ctx.now_ns,
             }
         )
-    await ctx.backend.insert_ignore(conn, executions, execution_rows)
+    await ctx.backend.insert_ignore(conn, executions, execution_rows, fresh=True)
 
 
 async def _filter_missing(conn: AsyncConnection, candidates: dict[str, str]) -> dict[str, str]:

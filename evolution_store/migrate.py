@@ -13,7 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 import migrations
 
-from .backends import normalize_url
+from .backends import backend_for, normalize_url
 
 
 def alembic_config(url: str | None = None) -> Config:
@@ -41,6 +41,7 @@ def upgrade(url: str, revision: str = "head") -> None:
     """Synchronous entry for the CLI: migrate the database at `url` to `revision`."""
 
     async def run() -> None:
+        backend_for(url)  # checks what can be checked before connecting
         engine = create_async_engine(normalize_url(url))
         try:
             await upgrade_engine(engine, revision)

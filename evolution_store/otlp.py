@@ -30,6 +30,7 @@ from typing import Any
 import orjson
 from google.protobuf.message import DecodeError
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+from opentelemetry.proto.common.v1.common_pb2 import AnyValue
 
 from .errors import InvalidInput
 from .models import SPAN_KINDS, STATUS_CODES, RewardIn, SpanRecord
@@ -145,27 +146,34 @@ def _decode_message(msg: ExportTraceServiceRequest) -> DecodedRequest:
     return out
 
 
+#: Unbound, so each call skips the instance lookup upb does first (it searches the message's
+#: fields for the name): ~500 fewer CPU instructions per attribute, measured with cachegrind.
+_which_oneof = AnyValue.WhichOneof
+_SCALAR_MEMBERS = frozenset(("string_value", "int_value", "double_value", "bool_value"))
+
+
 def _pb_value(value: Any) -> Any:
-    which = value.WhichOneof("value")
-    if which == "string_value":
-        return value.string_value
-    if which == "int_value":
-        return value.int_value
-    if which == "double_value":
-        return value.double_value
-    if which == "bool_value":
-        return value.bool_value
+    which = _which_oneof(value, "value")
+    if which in _SCALAR_MEMBERS:
+        return getattr(value, which)
     if which == "array_value":
         return [_pb_value(item) for item in value.array_value.values]
     if which == "kvlist_value":
-        return {kv.key: _pb_value(kv.value) for kv in value.kvlist_value.values}
+        return _pb_attributes(value.kvlist_value.values)
     if which == "bytes_value":
         return base64.b64encode(value.bytes_value).decode("ascii")
     return None
 
 
 def _pb_attributes(attributes: Any) -> dict[str, Any]:
-    return {kv.key: _pb_value(kv.value) for kv in attributes}
+    # The hot loop of protobuf decoding: scalars (nearly every attribute) are read inline
+    # rather than through a `_pb_value` call.
+    out: dict[str, Any] = {}
+    for kv in attributes:
+        value = kv.value
+        which = _which_oneof(value, "value")
+        out[kv.key] = getattr(value, which) if which in _SCALAR_MEMBERS else _pb_value(value)
+    return out
 
 
 def _pb_span(
@@ -385,6 +393,10 @@ _JSON_VALUE_READERS = {
 
 
 def _json_value(value: Any) -> Any:
+    if type(value) is dict and len(value) == 1:
+        item = value.get("stringValue")
+        if type(item) is str:
+            return item  # the usual case, inside arrays too
     if not value:
         return None
     if not isinstance(value, dict):
@@ -401,7 +413,25 @@ def _json_attributes(attributes: Any) -> dict[str, Any]:
         return {}
     if isinstance(attributes, dict):
         return dict(attributes)  # lenient: a plain mapping instead of a KeyValue list
-    return {kv["key"]: _json_value(kv.get("value")) for kv in attributes}
+    # The hot loop of JSON decoding. An AnyValue with one member (what exporters send) is read
+    # inline; anything else goes through `_json_value`. Same result either way: the key is read
+    # first, so a malformed pair fails with the same exception as before.
+    out: dict[str, Any] = {}
+    readers = _JSON_VALUE_READERS
+    for kv in attributes:
+        key = kv["key"]
+        value = kv.get("value")
+        if type(value) is dict and len(value) == 1:
+            item = value.get("stringValue")
+            if type(item) is str:
+                out[key] = item
+                continue
+            ((member, item),) = value.items()
+            reader = readers.get(member)
+            out[key] = None if reader is None or item is None else reader(item)
+        else:
+            out[key] = _json_value(value)
+    return out
 
 
 def _json_id(value: Any, size: int) -> str | None:

@@ -22,6 +22,7 @@ from .schema import (
     executions,
     indexed_keys,
     reward_links,
+    reward_span_tags,
     reward_tags,
     rewards,
     span_attributes,
@@ -399,9 +400,7 @@ def reward_filters(q: RewardQuery) -> list[sa.ColumnElement[bool]]:
     if q.tag:
         own = rewards.c.pk.in_(sa.select(reward_tags.c.reward_pk).where(reward_tags.c.tag == q.tag))
         on_spans = rewards.c.pk.in_(
-            sa.select(reward_links.c.reward_pk)
-            .join(span_tags, span_tags.c.span_pk == reward_links.c.span_pk)
-            .where(span_tags.c.tag == q.tag)
+            sa.select(reward_span_tags.c.reward_pk).where(reward_span_tags.c.tag == q.tag)
         )
         scopes = {"reward": own, "span": on_spans, "any": sa.or_(own, on_spans)}
         if q.tag_scope not in scopes:

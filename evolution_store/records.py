@@ -11,7 +11,15 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from .errors import InvalidInput, NotFound
 from .ingest import dumps, in_chunks, isin
 from .models import EXECUTION_STATUSES, TASK_STATUSES, ExecutionIn, TaskIn, new_id
-from .schema import executions, span_tags, spans, task_tags, tasks
+from .schema import (
+    executions,
+    reward_links,
+    reward_span_tags,
+    span_tags,
+    spans,
+    task_tags,
+    tasks,
+)
 from .writer import WriteContext
 
 #: What a task's status becomes when its latest execution ends in each state.
@@ -171,6 +179,14 @@ async def add_span_tags(
     merged: list[Any] = list(dict.fromkeys([*_loads_list(current), *tags]))
     await conn.execute(sa.update(spans).where(spans.c.pk == pk).values(tags=dumps(merged)))
     await ctx.backend.insert_ignore(conn, span_tags, [{"tag": tag, "span_pk": pk} for tag in tags])
+    # Rewards already linked to the span inherit its new tags (schema: reward_span_tags).
+    linked = await conn.execute(
+        sa.select(reward_links.c.reward_pk).where(reward_links.c.span_pk == pk)
+    )
+    inherited = [(tag, reward_pk) for (reward_pk,) in linked for tag in tags]
+    await ctx.backend.insert_rows(
+        conn, reward_span_tags, ("tag", "reward_pk"), inherited, fresh=False
+    )
     return found_trace, found["span_id"]
 
 

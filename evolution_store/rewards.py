@@ -17,23 +17,28 @@ seen for the first time is back-filled from the spans already stored.
 
 from __future__ import annotations
 
+import functools
 from collections import defaultdict
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
 import orjson
 import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from .models import RESERVED_LINK_KEYS, RewardIn, link_value_text, new_id
+from .queries import MAX_LINKED_IDS, reward_dict
 from .schema import (
     executions,
     indexed_keys,
     reward_links,
     reward_selectors,
+    reward_span_tags,
     reward_tags,
     rewards,
     span_attributes,
+    span_tags,
     spans,
 )
 from .writer import WriteContext
@@ -47,82 +52,196 @@ async def insert_reward(
 ) -> tuple[str, bool]:
     """Store a reward and link it to the spans that already match. Idempotent on `id`: a
     reused id returns the stored reward unchanged (first write wins). Returns (id, created)."""
-    from .ingest import dumps
+    reward_id, stored = await write_reward(conn, ctx, reward)
+    return reward_id, stored is not None
+
+
+async def write_reward(
+    conn: AsyncConnection, ctx: WriteContext, reward: RewardIn
+) -> tuple[str, dict[str, Any] | None]:
+    """`insert_reward`, returning the new reward as `queries.get_reward` would read it back
+    after COMMIT, or None when the id was already taken (nothing is written then).
+
+    Statements: the match, one `INSERT … ON CONFLICT (id) DO NOTHING RETURNING pk` (the
+    duplicate check, the primary key and `resolved_at` in one), then only the inserts that
+    have rows (links, the linked spans' tags, own tags, selectors). The match also returns
+    the spans' tags, so inheriting them reads nothing more. Selector keys not yet indexed add
+    a lookup and the back-fill, after a check that the id is new."""
+    from .ingest import dumps, indexed_key_set
 
     reward_id = reward.id or new_id()
-    if (await conn.execute(sa.select(rewards.c.pk).where(rewards.c.id == reward_id))).first():
-        return reward_id, False
     selectors = {key: link_value_text(value) for key, value in reward.links.items()}
-    pk = (await ctx.backend.reserve_pks(conn, rewards, 1))[0]
-    await conn.execute(
-        sa.insert(rewards).values(
-            pk=pk,
-            id=reward_id,
-            name=reward.name,
-            value=reward.value,
-            dimensions=dumps(reward.dimensions),
-            feedback=reward.feedback,
-            source=reward.source,
-            tags=dumps(reward.tags),
-            metadata=dumps(reward.metadata),
-            created_at=ctx.now_ns,
-            target_kind=reward.target_kind,
-            target_span_id=reward.span_id if reward.target_kind == "span" else None,
-            target_trace_id=reward.trace_id if reward.target_kind in ("span", "trace") else None,
-            target_execution_id=reward.execution_id,
-            target_task_id=reward.task_id,
-            selectors=dumps(reward.links) if reward.links else None,
+    if selectors:
+        known = await indexed_key_set(conn, ctx)
+        if not known.issuperset(selectors):
+            # Back-filling a new key is costly: never do it for a reward that will be ignored.
+            if await _rows(conn, ctx, _EXISTS, {"id": reward_id}):
+                return reward_id, None
+            await _register_keys(conn, ctx, list(selectors))
+    found = await _matching_stored_spans(conn, ctx, reward, selectors)
+    matched = {span_pk: span_id for span_pk, span_id, _ in found}
+    values: dict[str, Any] = {
+        "id": reward_id,
+        "name": reward.name,
+        "value": reward.value,
+        "dimensions": dumps(reward.dimensions),
+        "feedback": reward.feedback,
+        "source": reward.source,
+        "tags": dumps(reward.tags),
+        "metadata": dumps(reward.metadata),
+        "created_at": ctx.now_ns,
+        "target_kind": reward.target_kind,
+        "target_span_id": reward.span_id if reward.target_kind == "span" else None,
+        "target_trace_id": reward.trace_id if reward.target_kind in ("span", "trace") else None,
+        "target_execution_id": reward.execution_id,
+        "target_task_id": reward.task_id,
+        "selectors": dumps(reward.links) if reward.links else None,
+        "resolved_at": ctx.now_ns if matched else None,
+    }
+    inserted = await _rows(conn, ctx, _insert_statement(conn.dialect.name), values)
+    if not inserted:  # the id exists: first write wins
+        return reward_id, None
+    pk = inserted[0][0]
+    if matched:
+        await ctx.backend.insert_ignore(
+            conn, reward_links, [{"reward_pk": pk, "span_pk": span_pk} for span_pk in matched]
         )
-    )
-    await ctx.backend.insert_ignore(
-        conn, reward_tags, [{"tag": tag, "reward_pk": pk} for tag in reward.tags]
-    )
+    # The linked spans' tags, found by the match itself (what `_inherit_span_tags` would read).
+    if inherited := sorted({tag for _, _, tag in found if tag is not None}):
+        await ctx.backend.insert_ignore(
+            conn, reward_span_tags, [{"tag": tag, "reward_pk": pk} for tag in inherited]
+        )
+    if reward.tags:
+        await ctx.backend.insert_ignore(
+            conn, reward_tags, [{"tag": tag, "reward_pk": pk} for tag in reward.tags]
+        )
     if selectors:
         await ctx.backend.insert_ignore(
             conn,
             reward_selectors,
             [{"key": k, "value": v, "reward_pk": pk} for k, v in selectors.items()],
         )
-        await _register_keys(conn, ctx, list(selectors))
-    span_pks = await _matching_stored_spans(conn, reward, selectors)
-    await _link(conn, ctx, {pk: span_pks})
-    return reward_id, True
+    # What `queries.get_reward` reads: the linked spans' ids in span pk order.
+    span_ids = [matched[span_pk] for span_pk in sorted(matched)]
+    stored = reward_dict(_Row({"pk": pk, **values}), span_ids[:MAX_LINKED_IDS], len(span_ids))
+    return reward_id, stored
+
+
+class _Row:
+    """Written values in the shape `queries.reward_dict` reads (`row._mapping`)."""
+
+    __slots__ = ("_mapping",)
+
+    def __init__(self, mapping: dict[str, Any]) -> None:
+        self._mapping = mapping
+
+
+async def _rows(
+    conn: AsyncConnection, ctx: WriteContext, statement: sa.Executable, params: dict[str, Any]
+) -> list[Any]:
+    """All rows of one of this module's statements (built once, with bind parameters).
+
+    On SQLite the statement goes straight to the driver, on the connection of the writer's
+    open transaction, as `SQLiteBackend.insert_ignore` does: aiosqlite's `execute_fetchall`
+    is one round trip to its thread, where SQLAlchemy's cursor takes four (cursor, execute,
+    fetch, close). A reward's write is then a few hops, not a dozen."""
+    if conn.dialect.name != "sqlite":
+        return list(await conn.execute(statement, params))
+    sql, names = _sqlite_sql(statement, conn.dialect)
+    args = [params[name] for name in names]
+    if ctx.backend.statement_hook is not None:
+        ctx.backend.statement_hook(sql, args)
+    raw = await conn.get_raw_connection()
+    return list(await raw.driver_connection.execute_fetchall(sql, args))
+
+
+@functools.lru_cache(maxsize=256)
+def _sqlite_sql(statement: sa.Executable, dialect: Any) -> tuple[str, tuple[str, ...]]:
+    compiled = statement.compile(dialect=dialect)
+    return compiled.string, tuple(compiled.positiontup or ())
+
+
+_EXISTS = sa.select(rewards.c.pk).where(rewards.c.id == sa.bindparam("id"))
+
+#: every column `write_reward` sets (all but `pk`, which the database assigns)
+_INSERT_COLUMNS = tuple(column.name for column in rewards.columns if column.name != "pk")
+
+
+@functools.cache
+def _insert_statement(dialect: str) -> sa.Insert:
+    insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
+    return (
+        insert(rewards)
+        .values({name: sa.bindparam(name) for name in _INSERT_COLUMNS})
+        .on_conflict_do_nothing(index_elements=[rewards.c.id])
+        .returning(rewards.c.pk)
+    )
 
 
 async def _matching_stored_spans(
-    conn: AsyncConnection, reward: RewardIn, selectors: dict[str, str]
-) -> list[int]:
+    conn: AsyncConnection, ctx: WriteContext, reward: RewardIn, selectors: dict[str, str]
+) -> list[tuple[int, str, str | None]]:
+    """(pk, span_id, tag) of the stored spans the reward's target names: a row per tag of
+    each span, or one with tag None for a span without tags."""
     kind = reward.target_kind
-    query = sa.select(spans.c.pk)
+    params: dict[str, Any] = {
+        "span_id": reward.span_id,
+        "trace_id": reward.trace_id,
+        "execution_id": reward.execution_id,
+        "task_id": reward.task_id,
+    }
+    reserved = tuple(key for key in RESERVED_LINK_KEYS if key in selectors)
+    others = [(key, value) for key, value in selectors.items() if key not in RESERVED_LINK_KEYS]
+    if kind == "links":
+        params.update({key: selectors[key] for key in reserved})
+        for index, (key, value) in enumerate(others):
+            params[f"key_{index}"], params[f"value_{index}"] = key, value
+    by_trace = kind == "span" and reward.trace_id is not None
+    statement = _match_statement(kind, by_trace, reserved, len(others))
+    return [(row[0], row[1], row[2]) for row in await _rows(conn, ctx, statement, params)]
+
+
+@functools.lru_cache(maxsize=64)
+def _match_statement(
+    kind: str, by_trace: bool, reserved: tuple[str, ...], others: int
+) -> sa.Select[Any]:
+    """The stored spans a target names, with their tags, with bind parameters `span_id`,
+    `trace_id`, `execution_id`, `task_id` and, for selectors, `key_<i>`/`value_<i>`: one
+    statement per shape, so SQLAlchemy (and `_sqlite_sql`) compile each shape once."""
+    query = sa.select(spans.c.pk, spans.c.span_id, span_tags.c.tag).outerjoin(
+        span_tags, span_tags.c.span_pk == spans.c.pk
+    )
+    is_root = spans.c.parent_span_id.is_(None)
     if kind == "span":
-        query = query.where(spans.c.span_id == reward.span_id)
-        if reward.trace_id:
-            query = query.where(spans.c.trace_id == reward.trace_id)
+        query = query.where(spans.c.span_id == sa.bindparam("span_id"))
+        if by_trace:
+            query = query.where(spans.c.trace_id == sa.bindparam("trace_id"))
     elif kind == "trace":
-        query = query.where(spans.c.trace_id == reward.trace_id, spans.c.parent_span_id.is_(None))
+        query = query.where(spans.c.trace_id == sa.bindparam("trace_id"), is_root)
     elif kind == "execution":
-        owner = sa.select(executions.c.task_id).where(executions.c.id == reward.execution_id)
+        owner = sa.select(executions.c.task_id).where(
+            executions.c.id == sa.bindparam("execution_id")
+        )
         query = query.where(
             spans.c.task_id == owner.scalar_subquery(),
-            spans.c.execution_id == reward.execution_id,
-            spans.c.parent_span_id.is_(None),
+            spans.c.execution_id == sa.bindparam("execution_id"),
+            is_root,
         )
     elif kind == "task":
-        query = query.where(spans.c.task_id == reward.task_id, spans.c.parent_span_id.is_(None))
+        query = query.where(spans.c.task_id == sa.bindparam("task_id"), is_root)
     else:
-        for key in RESERVED_LINK_KEYS:
-            if key in selectors:
-                query = query.where(getattr(spans.c, key) == selectors[key])
-        for key, value in selectors.items():
-            if key not in RESERVED_LINK_KEYS:
-                query = query.where(
-                    spans.c.pk.in_(
-                        sa.select(span_attributes.c.span_pk).where(
-                            span_attributes.c.key == key, span_attributes.c.value == value
-                        )
+        for key in reserved:
+            query = query.where(getattr(spans.c, key) == sa.bindparam(key))
+        for index in range(others):
+            query = query.where(
+                spans.c.pk.in_(
+                    sa.select(span_attributes.c.span_pk).where(
+                        span_attributes.c.key == sa.bindparam(f"key_{index}"),
+                        span_attributes.c.value == sa.bindparam(f"value_{index}"),
                     )
                 )
-    return [row[0] for row in await conn.execute(query)]
+            )
+    return query
 
 
 async def resolve_for_spans(
@@ -225,14 +344,12 @@ async def _match_selectors(
 
 
 def _selector_values(span: NewSpan, keys: set[str]) -> dict[str, str]:
-    values: dict[str, str] = {}
-    for key in keys:
-        if key in RESERVED_LINK_KEYS:
+    # The span's indexed attribute values were computed for this very key set (ingest makes
+    # sure); the reserved keys are its ids.
+    values = dict(span.indexed_values)
+    for key in RESERVED_LINK_KEYS:
+        if key in keys:
             values[key] = getattr(span, key)
-            continue
-        value = span.attributes.get(key)
-        if isinstance(value, str | int | float | bool):
-            values[key] = link_value_text(value)
     return values
 
 
@@ -247,12 +364,36 @@ async def _link(conn: AsyncConnection, ctx: WriteContext, links: dict[int, list[
     if not rows:
         return
     await ctx.backend.insert_ignore(conn, reward_links, rows)
+    await _inherit_span_tags(conn, ctx, rows)
     for chunk in in_chunks(sorted(links)):
         await conn.execute(
             sa.update(rewards)
             .where(isin(conn, rewards.c.pk, chunk), rewards.c.resolved_at.is_(None))
             .values(resolved_at=ctx.now_ns)
         )
+
+
+async def _inherit_span_tags(
+    conn: AsyncConnection, ctx: WriteContext, link_rows: list[dict[str, int]]
+) -> None:
+    """Copy the tags of newly linked spans to `reward_span_tags` (see schema)."""
+    from .ingest import in_chunks, isin
+
+    tags_of: dict[int, list[str]] = defaultdict(list)
+    for chunk in in_chunks(sorted({row["span_pk"] for row in link_rows})):
+        found = await conn.execute(
+            sa.select(span_tags.c.span_pk, span_tags.c.tag).where(
+                isin(conn, span_tags.c.span_pk, chunk)
+            )
+        )
+        for span_pk, tag in found:
+            tags_of[span_pk].append(tag)
+    pairs = {
+        (tag, row["reward_pk"]) for row in link_rows for tag in tags_of.get(row["span_pk"], ())
+    }
+    await ctx.backend.insert_rows(
+        conn, reward_span_tags, ("tag", "reward_pk"), sorted(pairs), fresh=False
+    )
 
 
 async def _register_keys(conn: AsyncConnection, ctx: WriteContext, keys: Iterable[str]) -> None:

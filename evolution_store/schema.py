@@ -99,6 +99,8 @@ span_tags = sa.Table(
     sa.Column("tag", sa.String(200), primary_key=True),
     sa.Column("span_pk", sa.BigInteger, primary_key=True),
     sa.Index("ix_span_tags_span", "span_pk"),
+    # Several rows per span: keyed by the primary key alone, SQLite writes one b-tree less.
+    sqlite_with_rowid=False,
 )
 
 # The attribute index: (key, value) -> span, for the link keys and every key a reward selector
@@ -110,6 +112,7 @@ span_attributes = sa.Table(
     sa.Column("key", sa.String(200), primary_key=True),
     sa.Column("value", sa.String(500), primary_key=True),
     sa.Column("span_pk", sa.BigInteger, primary_key=True),
+    sqlite_with_rowid=False,
 )
 
 indexed_keys = sa.Table(
@@ -170,6 +173,16 @@ reward_tags = sa.Table(
     sa.Column("tag", sa.String(200), primary_key=True),
     sa.Column("reward_pk", sa.BigInteger, primary_key=True),
     sa.Index("ix_reward_tags_reward", "reward_pk"),
+)
+
+# The tags of the spans each reward is linked to, kept up to date as links and span tags are
+# added, so "rewards by tag" is one index range instead of a join through every tagged span.
+reward_span_tags = sa.Table(
+    "reward_span_tags",
+    metadata,
+    sa.Column("tag", sa.String(200), primary_key=True),
+    sa.Column("reward_pk", sa.BigInteger, primary_key=True),
+    sqlite_with_rowid=False,
 )
 
 # Attribute keys always indexed, whether or not a reward selector has named them yet

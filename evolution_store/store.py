@@ -3,6 +3,7 @@ reader engine for every read."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -18,7 +19,8 @@ from .ingest import IngestResult, SpanPayload, apply_span_payloads
 from .models import ExecutionIn, RewardIn, SpanRecord, TaskIn
 from .promote import PriceTable
 from .queries import Page, RewardQuery, SpanQuery
-from .rewards import insert_reward
+from .rewards import write_reward
+from .span_rows import prepare_spans
 from .writer import WriteContext, Writer, first_line, is_bad_value
 
 #: Rough bytes per span when the caller cannot say (used for the queue's byte bound).
@@ -53,6 +55,9 @@ class EvolutionStore:
         self._reader_engine = reader_engine
         self._writer = writer
         self._prices = prices
+        # The writer's latest view of the indexed attribute keys, for preparing span rows
+        # ahead of it; a span prepared with a stale view is re-indexed inside the writer.
+        self._indexed_keys: frozenset[str] = frozenset()
         self._closed = False
 
     @classmethod
@@ -109,6 +114,7 @@ class EvolutionStore:
         await self._writer.shutdown(timeout)
         await self._writer_engine.dispose()
         await self._reader_engine.dispose()
+        await asyncio.to_thread(self._backend.close)
 
     async def __aenter__(self) -> EvolutionStore:
         return self
@@ -132,7 +138,8 @@ class EvolutionStore:
         Returns after the transaction holding them has committed."""
         if not spans and not rewards:
             return IngestResult()
-        payload = SpanPayload(list(spans), list(rewards))
+        prepared = prepare_spans(spans, self._prices, self._indexed_keys)
+        payload = SpanPayload(prepared, list(rewards))
         size = size_bytes if size_bytes is not None else APPROX_SPAN_BYTES * len(spans)
         return await self._writer.submit_batch(
             self._apply_spans, payload, spans=len(spans), size=size
@@ -141,8 +148,9 @@ class EvolutionStore:
     async def _apply_spans(
         self, conn: AsyncConnection, ctx: WriteContext, payloads: list[SpanPayload]
     ) -> list[IngestResult]:
-        ctx.cache["prices"] = self._prices
-        return await apply_span_payloads(conn, ctx, payloads)
+        results = await apply_span_payloads(conn, ctx, payloads)
+        self._indexed_keys = frozenset(ctx.cache.get("indexed_keys", self._indexed_keys))
+        return results
 
     async def create_task(self, task: TaskIn) -> tuple[dict[str, Any], bool]:
         """Create a task (queued); idempotent on id. Returns (task, created)."""
@@ -174,10 +182,14 @@ class EvolutionStore:
     async def add_reward(self, reward: RewardIn) -> tuple[dict[str, Any], bool]:
         """Store a reward, linked now to matching spans or later when they arrive.
         Idempotent on `reward.id`. Returns (reward, created)."""
-        reward_id, created = await self._writer.submit(
-            lambda conn, ctx: insert_reward(conn, ctx, reward)
+        # A new reward comes back from the write itself, as a read after COMMIT would show it;
+        # only a reused id (first write wins) is read back.
+        reward_id, stored = await self._writer.submit(
+            lambda conn, ctx: write_reward(conn, ctx, reward)
         )
-        return await self.get_reward(reward_id), created
+        if stored is not None:
+            return stored, True
+        return await self.get_reward(reward_id), False
 
     async def add_span_tags(
         self, span_id: str, tags: list[str], *, trace_id: str | None = None

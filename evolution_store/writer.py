@@ -192,6 +192,7 @@ class Writer:
                 await self._commit_group([job])
             return
         self.groups_committed += 1
+        self._backend.group_committed()
         for job, result in zip(group, results, strict=True):
             self._settle(job, result=result)
 
@@ -199,6 +200,7 @@ class Writer:
         ctx = WriteContext(backend=self._backend, now_ns=time.time_ns())
         results: list[Any] = [None] * len(group)
         async with self._engine.begin() as conn:
+            await self._backend.begin_group(conn)
             index = 0
             while index < len(group):
                 job = group[index]

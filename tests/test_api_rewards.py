@@ -170,3 +170,18 @@ async def test_pagination(api_client):
 
 async def test_unknown_reward_is_404(api_client):
     assert (await api_client.get(f"{API}/rewards/nope")).status_code == 404
+
+
+async def test_posted_reward_is_answered_as_it_reads_back(api_client):
+    span = span_dict(attributes={"gen_ai.conversation.id": "conv-3"}, tags=["gold"])
+    await api_client.post(f"{API}/spans", json=span)
+    for body in (
+        reward_body(0.5, id="r-now", span_id=span["span_id"], tags=["a"], feedback="ok"),
+        reward_body(1.0, id="r-later", span_id=span_dict()["span_id"]),
+        reward_body(0.2, id="r-link", links={"gen_ai.conversation.id": "conv-3"}),
+    ):
+        posted = await api_client.post(f"{API}/rewards", json=body)
+        assert posted.status_code == 201
+        assert posted.json() == (await api_client.get(f"{API}/rewards/{body['id']}")).json()
+        again = await api_client.post(f"{API}/rewards", json={**body, "value": 0.0})
+        assert (again.status_code, again.json()) == (200, posted.json())

@@ -429,3 +429,39 @@ def test_gc_is_enabled_again_after_decoding_even_on_error() -> None:
     with pytest.raises(InvalidInput):
         decode_json(b"[")
     assert gc.isenabled()
+
+
+def test_json_any_values_off_the_fast_path() -> None:
+    """One-member AnyValues take a shortcut; these shapes must still read as before."""
+    attributes = [
+        {"key": "two", "value": {"intValue": "3", "stringValue": "x"}},
+        {"key": "unknown_first", "value": {"fooValue": 1, "stringValue": "y"}},
+        {"key": "number_as_string", "value": {"stringValue": 5}},
+        {"key": "null", "value": {"stringValue": None}},
+        {"key": "unknown", "value": {"fooValue": "z"}},
+        {"key": "bare", "value": "plain"},
+        {"key": "arr", "value": {"arrayValue": {"values": [{"stringValue": "a"}, "b", {}]}}},
+    ]
+    record = decode_json(json_body(json_span(attributes=attributes))).spans[0]
+    assert record.attributes == {
+        "two": 3,
+        "unknown_first": "y",
+        "number_as_string": "5",
+        "null": None,
+        "unknown": None,
+        "bare": "plain",
+        "arr": ["a", "b", None],
+    }
+
+
+def test_protobuf_any_value_string_index_reads_as_none() -> None:
+    span = pb_span()
+    kv = span.attributes.add()
+    kv.key = "indexed"
+    kv.value.string_value_strindex = 3
+    kv = span.attributes.add()
+    kv.key = "nested"
+    kv.value.array_value.values.add().double_value = 1.5
+    kv.value.array_value.values.add().bool_value = False
+    attributes = decode_protobuf(pb_request(span)).spans[0].attributes
+    assert attributes == {"indexed": None, "nested": [1.5, False]}

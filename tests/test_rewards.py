@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 from factories import span_record, trace_id
 from pydantic import ValidationError
@@ -114,6 +116,20 @@ async def ids_for(store: EvolutionStore, scope: str) -> set[str]:
     return {reward["id"] for reward in page.items}
 
 
+async def test_span_tags_reach_rewards_linked_before_or_after(store: EvolutionStore) -> None:
+    # A reward that arrives before its tagged span, and a span tagged after its reward linked.
+    early_span = span_record(attributes={"evolution.tags": ["prod"]})
+    early, _ = await store.add_reward(RewardIn(value=1, span_id=early_span.span_id))
+    assert await ids_for(store, "span") == set()
+    await store.ingest([early_span])
+    later_span = span_record()
+    await store.ingest([later_span])
+    later, _ = await store.add_reward(RewardIn(value=1, span_id=later_span.span_id))
+    assert await ids_for(store, "span") == {early["id"]}
+    await store.add_span_tags(later_span.span_id, ["prod"])
+    assert await ids_for(store, "span") == {early["id"], later["id"]}
+
+
 async def test_summary_groups_with_confidence_intervals(store: EvolutionStore) -> None:
     await store.create_task(TaskIn(id="t-ab"))
     for prompt, values in (("v1", [0.2, 0.4, 0.6]), ("v2", [0.9, 1.0])):
@@ -157,3 +173,84 @@ def test_reward_validation() -> None:
         RewardIn(value=1, span_id="0" * 16)
     multi = RewardIn(dimensions={"accuracy": 0.5, "cost": 0.1}, task_id="a")
     assert multi.value == 0.5
+
+
+@pytest.mark.parametrize("before", [True, False], ids=["reward-first", "span-first"])
+@pytest.mark.parametrize("kind", ["span", "trace", "execution", "task", "links", "id-links"])
+async def test_new_reward_is_returned_as_it_reads_back(
+    store: EvolutionStore, kind: str, before: bool
+) -> None:
+    # add_reward builds a new reward from what it wrote instead of reading it back: the two
+    # must agree field for field, whatever the target, matched or pending.
+    attributes = {"gen_ai.conversation.id": "conv-2", "custom.rank": 3, "evolution.tags": ["prod"]}
+    root, child = pair(**attributes)
+    second = span_record(trace_id=root.trace_id, attributes={"gen_ai.conversation.id": "conv-2"})
+    target = {
+        "span": {"span_id": child.span_id, "trace_id": child.trace_id},
+        "trace": {"trace_id": root.trace_id},
+        "execution": {"execution_id": root.trace_id},
+        "task": {"task_id": root.trace_id},
+        "links": {"links": {"gen_ai.conversation.id": "conv-2", "custom.rank": 3}},
+        "id-links": {"links": {"trace_id": root.trace_id}},
+    }[kind]
+    if not before:
+        await store.ingest([second, child, root])
+    reward, created = await store.add_reward(
+        RewardIn(
+            value=0.25,
+            dimensions={"quality": 0.25, "cost": -2.5},
+            name="judge",
+            feedback="fine — mostly ✓",
+            source="llm",
+            tags=["eval", "prod"],
+            metadata={"model": "m-1", "nested": {"n": [1, 2.5, None, True]}},
+            **target,
+        )
+    )
+    assert created
+    assert reward == await store.get_reward(reward["id"])
+    assert reward["resolved"] is not before and (reward["span_count"] > 0) is not before
+    if before:
+        await store.ingest([second, child, root])
+    assert await ids_for(store, "span") == {reward["id"]}  # it inherits its spans' tags
+
+
+async def test_a_reused_id_writes_nothing_and_returns_the_first(store: EvolutionStore) -> None:
+    span = span_record(attributes={"ticket.id": "T-9"})
+    await store.ingest([span])
+    first, _ = await store.add_reward(RewardIn(id="r-same", value=1, span_id=span.span_id))
+    again, created = await store.add_reward(
+        RewardIn(id="r-same", value=0, links={"ticket.id": "T-9"}, tags=["late"])
+    )
+    assert not created and again == first == await store.get_reward("r-same")
+    assert (await store.list_rewards(RewardQuery(tag="late"))).items == []
+
+
+async def test_a_reward_takes_a_few_statements_and_no_read_back(store_url: str) -> None:
+    statements: list[str] = []
+    store = await EvolutionStore.open(
+        store_url, statement_hook=lambda sql, params: statements.append(" ".join(sql.split()))
+    )
+    try:
+        span = span_record()
+        await store.ingest([span])
+        statements.clear()
+        reward, _ = await store.add_reward(RewardIn(value=1, span_id=span.span_id))
+        written = [sql for sql in statements if not _is_transaction_control(sql)]
+        statements.clear()
+        pending, _ = await store.add_reward(RewardIn(value=1, span_id=span_record().span_id))
+        written_pending = [sql for sql in statements if not _is_transaction_control(sql)]
+    finally:
+        await store.close()
+    assert reward["span_ids"] == [span.span_id] and pending["span_ids"] == []
+    # the match (which also finds the spans' tags), the INSERT … RETURNING, the link; the
+    # span has no tags, so nothing goes to reward_span_tags; and no read-back
+    assert len(written) == 3, written
+    reads = [sql for sql in written + written_pending if re.match(r"SELECT .* FROM rewards", sql)]
+    assert reads == []
+    assert len(written_pending) == 2, written_pending  # no link rows: no link statements
+
+
+def _is_transaction_control(sql: str) -> bool:
+    # BEGIN, and Postgres's writer lock taken at the start of every group
+    return sql.upper().startswith(("BEGIN", "SELECT 1")) or "pg_advisory_xact_lock" in sql

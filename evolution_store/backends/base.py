@@ -32,10 +32,45 @@ class Backend:
         (tags, links, attribute index) can refer to them without reading the rows back."""
         raise NotImplementedError
 
+    async def begin_group(self, conn: AsyncConnection) -> None:
+        """First statement of every writer transaction: whatever makes this writer the only one
+        until COMMIT, across processes (SQLite's BEGIN IMMEDIATE already does)."""
+
+    def group_committed(self) -> None:
+        """Called by the writer after each committed group (SQLite schedules a checkpoint)."""
+
+    def close(self) -> None:
+        """Release whatever the backend runs beside the engines. Blocking; idempotent."""
+
     async def insert_ignore(
-        self, conn: AsyncConnection, table: sa.Table, rows: Sequence[dict[str, Any]]
+        self,
+        conn: AsyncConnection,
+        table: sa.Table,
+        rows: Sequence[dict[str, Any]],
+        *,
+        fresh: bool = False,
     ) -> None:
-        """Insert rows; rows whose unique keys already exist are skipped silently."""
+        """Insert rows; rows whose unique keys already exist are skipped silently. `fresh` as
+        in `insert_rows`."""
+        if not rows:
+            return
+        columns = tuple(column.name for column in table.columns if column.name in rows[0])
+        tuples = [tuple(row[name] for name in columns) for row in rows]
+        await self.insert_rows(conn, table, columns, tuples, fresh=fresh)
+
+    async def insert_rows(
+        self,
+        conn: AsyncConnection,
+        table: sa.Table,
+        columns: tuple[str, ...],
+        rows: Sequence[tuple[Any, ...]],
+        *,
+        fresh: bool,
+    ) -> None:
+        """Bulk insert tuples in `columns` order, skipping rows whose unique keys exist.
+
+        `fresh=True` promises that no row conflicts with a stored one (new primary keys, duplicates
+        filtered under the writer's lock), which lets a backend take a faster path."""
         raise NotImplementedError
 
     async def advance_counters(

@@ -10,8 +10,11 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_en
 
 from .base import Backend
 
-#: Tables the writer fills with COPY; smaller writes go through executemany.
+#: Writes of at least this many rows go through COPY; smaller ones through executemany.
 COPY_MIN_ROWS = 64
+
+#: pg_advisory_xact_lock key held by a writer for each group (any constant unique to us)
+WRITER_LOCK = 0x65766F6C  # "evol"
 
 
 class PostgresBackend(Backend):
@@ -30,25 +33,54 @@ class PostgresBackend(Backend):
         )
         return [row[0] for row in result]
 
-    async def insert_ignore(
-        self, conn: AsyncConnection, table: sa.Table, rows: Sequence[dict[str, Any]]
+    async def begin_group(self, conn: AsyncConnection) -> None:
+        # Serialise the writers of every server process on this database for the length of a
+        # group's transaction: duplicate checks made under the lock stay true until COMMIT, so
+        # fresh rows can be COPied straight into their tables.
+        await conn.execute(sa.text("SELECT pg_advisory_xact_lock(:key)"), {"key": WRITER_LOCK})
+
+    async def insert_rows(
+        self,
+        conn: AsyncConnection,
+        table: sa.Table,
+        columns: tuple[str, ...],
+        rows: Sequence[tuple[Any, ...]],
+        *,
+        fresh: bool,
     ) -> None:
         if not rows:
             return
         if len(rows) < COPY_MIN_ROWS:
             from sqlalchemy.dialects.postgresql import insert as pg_insert
 
-            await conn.execute(pg_insert(table).on_conflict_do_nothing(), list(rows))
+            params = [dict(zip(columns, row, strict=True)) for row in rows]
+            await conn.execute(pg_insert(table).on_conflict_do_nothing(), params)
             return
-        await self._copy_insert(conn, table, rows)
-
-    async def _copy_insert(
-        self, conn: AsyncConnection, table: sa.Table, rows: Sequence[dict[str, Any]]
-    ) -> None:
-        columns = [column.name for column in table.columns if column.name in rows[0]]
-        stage = f"_stage_{table.name}"
         raw = await conn.get_raw_connection()
         driver = raw.driver_connection
+        if fresh:
+            await self._copy(driver, table.name, columns, rows)
+            return
+        stage = await self._staging_table(conn, raw, table)
+        await self._copy(driver, stage, columns, rows)
+        column_list = ", ".join(f'"{name}"' for name in columns)
+        await conn.execute(
+            sa.text(
+                f"INSERT INTO {table.name} ({column_list}) SELECT {column_list} FROM {stage} "
+                "ON CONFLICT DO NOTHING"
+            )
+        )
+        await conn.execute(sa.text(f"TRUNCATE {stage}"))
+
+    async def _copy(
+        self, driver: Any, table: str, columns: tuple[str, ...], rows: Sequence[tuple[Any, ...]]
+    ) -> None:
+        if self.statement_hook is not None:
+            self.statement_hook(f"COPY {table} ({', '.join(columns)}) FROM STDIN", rows)
+        await driver.copy_records_to_table(table, records=rows, columns=list(columns))
+
+    async def _staging_table(self, conn: AsyncConnection, raw: Any, table: sa.Table) -> str:
+        stage = f"_stage_{table.name}"
         staged: set[str] = raw.info.setdefault("staging_tables", set())
         if stage not in staged:
             # A temp table lives as long as the connection; ON COMMIT DELETE ROWS empties it.
@@ -59,22 +91,7 @@ class PostgresBackend(Backend):
                 )
             )
             staged.add(stage)
-        else:
-            # The asyncpg adapter opens its transaction on the first statement it runs; make
-            # sure that happened before COPY goes straight to the driver connection.
-            await conn.execute(sa.text("SELECT 1"))
-        records = [tuple(row[name] for name in columns) for row in rows]
-        if self.statement_hook is not None:
-            self.statement_hook(f"COPY {stage} ({', '.join(columns)}) FROM STDIN", records)
-        await driver.copy_records_to_table(stage, records=records, columns=columns)
-        column_list = ", ".join(f'"{name}"' for name in columns)
-        await conn.execute(
-            sa.text(
-                f"INSERT INTO {table.name} ({column_list}) SELECT {column_list} FROM {stage} "
-                "ON CONFLICT DO NOTHING"
-            )
-        )
-        await conn.execute(sa.text(f"TRUNCATE {stage}"))
+        return stage
 
     async def advance_counters(
         self, conn: AsyncConnection, counts: dict[str, int]

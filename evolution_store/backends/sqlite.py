@@ -3,6 +3,11 @@
 from __future__ import annotations
 
 import functools
+import logging
+import os
+import sqlite3
+import threading
+import time
 from collections.abc import Sequence
 from typing import Any
 
@@ -12,7 +17,13 @@ from sqlalchemy import event
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 from sqlalchemy.pool import AsyncAdaptedQueuePool
 
+from ..errors import StorageError
 from .base import Backend
+
+log = logging.getLogger(__name__)
+
+#: seconds between background checkpoints while commits keep coming
+CHECKPOINT_INTERVAL = 0.2
 
 #: PRAGMAs applied to every new connection. WAL lets readers run beside the writer;
 #: synchronous=NORMAL in WAL mode keeps every commit across a process crash (only an OS
@@ -24,9 +35,9 @@ PRAGMAS = {
     "temp_store": "memory",
     "cache_size": "-65536",
     "mmap_size": str(256 * 1024 * 1024),
-    # Checkpoint every ~80 MB of WAL instead of ~4 MB: index pages dirtied by many commits
-    # are copied back once, which lifts bulk ingest by ~1.5x (bench/store_bench.py).
-    "wal_autocheckpoint": "20000",
+    # Checkpoints run on their own thread (`Checkpointer`); the writer checkpoints by itself
+    # only if that one falls behind by ~400 MB of WAL, so commits do not wait on copying.
+    "wal_autocheckpoint": "100000",
     "journal_size_limit": str(128 * 1024 * 1024),
 }
 
@@ -47,9 +58,31 @@ class SQLiteBackend(Backend):
     # SQLite's SQLITE_MAX_VARIABLE_NUMBER is 32766 since 3.32.
     max_params = 32_000
 
+    def __init__(self, url: str) -> None:
+        super().__init__(url)
+        database = sa.engine.make_url(url).database
+        in_memory = not database or database == ":memory:" or database.startswith("file::memory:")
+        if not in_memory:
+            _check_directory(database)
+        self._checkpointer = None if in_memory else Checkpointer(database)
+
+    def group_committed(self) -> None:
+        if self._checkpointer is not None:
+            self._checkpointer.notify()
+
+    def close(self) -> None:
+        if self._checkpointer is not None:
+            self._checkpointer.stop()
+
     def create_engines(self) -> tuple[AsyncEngine, AsyncEngine]:
+        # The writer's every use is `engine.begin()`, which commits or rolls back itself, so
+        # the pool's rollback on return would be one more wasted trip to the driver thread.
         writer = create_async_engine(
-            self.url, poolclass=AsyncAdaptedQueuePool, pool_size=1, max_overflow=0
+            self.url,
+            poolclass=AsyncAdaptedQueuePool,
+            pool_size=1,
+            max_overflow=0,
+            pool_reset_on_return=None,
         )
         reader = create_async_engine(
             self.url, poolclass=AsyncAdaptedQueuePool, pool_size=4, max_overflow=4
@@ -68,21 +101,27 @@ class SQLiteBackend(Backend):
         top = (await conn.execute(sa.select(sa.func.max(pk)))).scalar() or 0
         return list(range(top + 1, top + 1 + count))
 
-    async def insert_ignore(
-        self, conn: AsyncConnection, table: sa.Table, rows: Sequence[dict[str, Any]]
+    async def insert_rows(
+        self,
+        conn: AsyncConnection,
+        table: sa.Table,
+        columns: tuple[str, ...],
+        rows: Sequence[tuple[Any, ...]],
+        *,
+        fresh: bool,
     ) -> None:
         if not rows:
             return
-        columns = [column.name for column in table.columns if column.name in rows[0]]
-        sql = _insert_or_ignore_sql(table.name, tuple(columns))
-        params = [tuple(row[name] for name in columns) for row in rows]
+        # One statement either way: under BEGIN IMMEDIATE nothing else writes, and OR IGNORE
+        # costs nothing measurable when no row conflicts.
+        sql = _insert_or_ignore_sql(table.name, columns)
         if self.statement_hook is not None:
-            self.statement_hook(sql, params)
+            self.statement_hook(sql, rows)
         # Straight to the driver: sqlite3's executemany reuses one prepared statement, and
         # skipping SQLAlchemy's per-row parameter processing halves the cost of a span. The
         # raw connection is the one inside the writer's open transaction.
         raw = await conn.get_raw_connection()
-        await raw.driver_connection.executemany(sql, params)
+        await raw.driver_connection.executemany(sql, rows)
 
     async def advance_counters(
         self, conn: AsyncConnection, counts: dict[str, int]
@@ -104,6 +143,69 @@ class SQLiteBackend(Backend):
         compiled = statement.compile(dialect=conn.dialect, compile_kwargs={"literal_binds": True})
         rows = (await conn.execute(sa.text(f"EXPLAIN QUERY PLAN {compiled}"))).all()
         return "\n".join(str(row[-1]) for row in rows)
+
+
+class Checkpointer:
+    """Copies committed WAL frames back into the database file on a thread and connection of
+    its own (PASSIVE checkpoints never block the writer or readers). The writer only signals
+    after each commit, so its commits never wait for a checkpoint: on two cores, ingest runs
+    ~1.3x faster than with SQLite's in-line auto-checkpoint (bench/store_bench.py)."""
+
+    def __init__(self, path: str) -> None:
+        self._path = path
+        self._wake = threading.Event()
+        self._stopping = False
+        self._thread: threading.Thread | None = None
+        self._lock = threading.Lock()
+
+    def notify(self) -> None:
+        with self._lock:
+            if self._thread is None and not self._stopping:
+                self._thread = threading.Thread(
+                    target=self._run, name="evolution-store-checkpointer", daemon=True
+                )
+                self._thread.start()
+        self._wake.set()
+
+    def stop(self, timeout: float = 30.0) -> None:
+        with self._lock:
+            self._stopping = True
+            thread = self._thread
+        self._wake.set()
+        if thread is not None:
+            thread.join(timeout)
+
+    def _run(self) -> None:
+        conn = sqlite3.connect(self._path, isolation_level=None, check_same_thread=False)
+        try:
+            apply_pragmas(conn)
+            while not self._stopping:
+                self._wake.wait()
+                self._wake.clear()
+                self._checkpoint(conn)
+                # Coalesce: one checkpoint per interval however many commits signal.
+                time.sleep(CHECKPOINT_INTERVAL)
+            self._checkpoint(conn)
+        except sqlite3.Error:
+            log.warning("background checkpoints stopped", exc_info=True)
+        finally:
+            conn.close()
+
+    def _checkpoint(self, conn: sqlite3.Connection) -> None:
+        try:
+            conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+        except sqlite3.OperationalError:  # busy/locked: the next signal tries again
+            log.debug("checkpoint skipped", exc_info=True)
+
+
+def _check_directory(database: str) -> None:
+    # Said up front: failing inside aiosqlite's connect leaves its worker thread to post the
+    # error to an event loop that may be closed by then, which prints a stray traceback.
+    if database.startswith("file:"):
+        return  # a URI filename; SQLite parses it
+    directory = os.path.dirname(os.path.abspath(database))
+    if not os.path.isdir(directory):
+        raise StorageError(f"unable to open database file: no directory {directory}")
 
 
 @functools.lru_cache(maxsize=64)

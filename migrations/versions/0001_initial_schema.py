@@ -66,6 +66,14 @@ def upgrade() -> None:
         batch_op.create_index("ix_reward_tags_reward", ["reward_pk"], unique=False)
 
     op.create_table(
+        "reward_span_tags",
+        sa.Column("tag", sa.String(length=200), nullable=False),
+        sa.Column("reward_pk", sa.BigInteger(), nullable=False),
+        sa.PrimaryKeyConstraint("tag", "reward_pk"),
+        sqlite_with_rowid=False,
+    )
+
+    op.create_table(
         "rewards",
         sa.Column(
             "pk",
@@ -106,12 +114,14 @@ def upgrade() -> None:
         sa.Column("value", sa.String(length=500), nullable=False),
         sa.Column("span_pk", sa.BigInteger(), nullable=False),
         sa.PrimaryKeyConstraint("key", "value", "span_pk"),
+        sqlite_with_rowid=False,
     )
     op.create_table(
         "span_tags",
         sa.Column("tag", sa.String(length=200), nullable=False),
         sa.Column("span_pk", sa.BigInteger(), nullable=False),
         sa.PrimaryKeyConstraint("tag", "span_pk"),
+        sqlite_with_rowid=False,
     )
     with op.batch_alter_table("span_tags", schema=None) as batch_op:
         batch_op.create_index("ix_span_tags_span", ["span_pk"], unique=False)
@@ -224,6 +234,7 @@ def downgrade() -> None:
         batch_op.drop_index("ix_reward_tags_reward")
 
     op.drop_table("reward_tags")
+    op.drop_table("reward_span_tags")
     with op.batch_alter_table("reward_selectors", schema=None) as batch_op:
         batch_op.drop_index("ix_reward_selectors_reward")
 

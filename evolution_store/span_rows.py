@@ -1,0 +1,170 @@
+"""From decoded spans to table rows, before the writer sees them.
+
+Everything about a span's row that does not depend on the database — JSON text of its
+attributes, events, links, resource and scope; promoted columns; tags; task and execution ids
+named in its attributes; the values of indexed attribute keys — is computed here, on the
+caller's side of the writer's queue. The writer is left with what needs its transaction
+(duplicates, owners, sequence numbers, primary keys), so it spends its time in the database
+while the event loop prepares the next batch: the two overlap instead of taking turns.
+
+Rows are tuples in `SPAN_COLUMNS` order, which the backends insert without per-row dicts.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Iterable
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+
+from .models import RESERVED_LINK_KEYS, SpanRecord, clean_text, link_value_text
+from .promote import PriceTable, ids_from_attributes, promoted_columns, tags_from_attributes
+
+#: columns the writer fills in, then the prepared ones, in the order rows carry them
+WRITER_COLUMNS = ("pk", "task_id", "execution_id", "sequence", "ingested_at")
+PREPARED_COLUMNS = (
+    "trace_id",
+    "span_id",
+    "parent_span_id",
+    "name",
+    "kind",
+    "start_time",
+    "end_time",
+    "status_code",
+    "status_message",
+    "attributes",
+    "events",
+    "links",
+    "resource",
+    "scope",
+    "tags",
+    "agent",
+    "operation",
+    "model",
+    "input_tokens",
+    "output_tokens",
+    "cost",
+    "duration_ns",
+)
+SPAN_COLUMNS = WRITER_COLUMNS + PREPARED_COLUMNS
+
+#: the longest attribute value copied into the attribute index (`span_attributes.value`)
+MAX_INDEXED_VALUE = 500
+
+#: Deeper JSON than this is kept as its text: no reader needs it, and recursion has limits.
+MAX_JSON_DEPTH = 64
+
+
+@dataclass(slots=True)
+class PreparedSpan:
+    """A span ready for the writer: its record, its prepared column values, and what the
+    writer needs to place it (owner ids, tags, indexed attribute values)."""
+
+    record: SpanRecord
+    values: tuple[Any, ...]  # PREPARED_COLUMNS order
+    tags: list[str]
+    owner_ids: tuple[str | None, str | None]
+    #: the indexed-key set `indexed_values` was computed for (the writer re-checks it)
+    indexed_for: frozenset[str]
+    #: scalar values of indexed attribute keys, as canonical text (`link_value_text`)
+    indexed_values: dict[str, str]
+
+    def reindex(self, keys: Collection[str]) -> None:
+        """Recompute `indexed_values` for another key set (a reward registered a new key)."""
+        self.indexed_for = frozenset(keys)
+        self.indexed_values = indexed_values(self.record.attributes, self.indexed_for)
+
+
+def prepare_spans(
+    records: Iterable[SpanRecord], prices: PriceTable, indexed_keys: frozenset[str]
+) -> list[PreparedSpan]:
+    """Prepare every record; `indexed_keys` is the caller's latest view of the key set."""
+    return [_prepare(record, prices, indexed_keys) for record in records]
+
+
+def _prepare(record: SpanRecord, prices: PriceTable, indexed_keys: frozenset[str]) -> PreparedSpan:
+    tags = tags_from_attributes(record)
+    promoted = promoted_columns(record, prices)
+    values = (
+        record.trace_id,
+        record.span_id,
+        record.parent_span_id,
+        clean_text(record.name[:1000]),
+        record.kind,
+        record.start_time,
+        record.end_time,
+        record.status_code,
+        clean_text(record.status_message or ""),
+        dumps(record.attributes),
+        dumps(record.events),
+        dumps(record.links),
+        dumps(record.resource),
+        dumps(record.scope),
+        dumps(tags),
+        promoted["agent"],
+        promoted["operation"],
+        promoted["model"],
+        promoted["input_tokens"],
+        promoted["output_tokens"],
+        promoted["cost"],
+        promoted["duration_ns"],
+    )
+    return PreparedSpan(
+        record=record,
+        values=values,
+        tags=tags,
+        owner_ids=ids_from_attributes(record),
+        indexed_for=indexed_keys,
+        indexed_values=indexed_values(record.attributes, indexed_keys),
+    )
+
+
+def indexed_values(attributes: dict[str, Any], keys: Iterable[str]) -> dict[str, str]:
+    """Canonical text of each scalar attribute whose key is indexed (ids excluded: they are
+    columns of their own)."""
+    found: dict[str, str] = {}
+    for key in keys:
+        value = attributes.get(key)
+        if value is None or key in RESERVED_LINK_KEYS:
+            continue
+        if isinstance(value, str | int | float | bool):
+            found[key] = link_value_text(value)
+    return found
+
+
+def attribute_index_rows(prepared: PreparedSpan, pk: int) -> list[tuple[str, str, int]]:
+    """(key, value, span_pk) rows of `span_attributes` for one span."""
+    return [
+        (clean_text(key), clean_text(text), pk)
+        for key, text in prepared.indexed_values.items()
+        if len(text) <= MAX_INDEXED_VALUE
+    ]
+
+
+def dumps(value: Any) -> str:
+    """JSON text for a stored value. orjson is the fast path; what it refuses (ints beyond 64
+    bits, lone surrogates, nesting deeper than 254) is made storable first — a span is never
+    lost over its attributes."""
+    try:
+        return orjson.dumps(value, default=str, option=orjson.OPT_NON_STR_KEYS).decode()
+    except (TypeError, orjson.JSONEncodeError):
+        return orjson.dumps(storable(value), default=str).decode()
+
+
+def storable(value: Any, depth: int = 0) -> Any:
+    """A copy of `value` that every backend and JSON codec accepts: text cleaned of NUL and
+    lone surrogates, integers beyond 64 bits as strings, nesting cut at MAX_JSON_DEPTH."""
+    if isinstance(value, str):
+        return clean_text(value)
+    if isinstance(value, bool) or value is None or isinstance(value, float):
+        return value
+    if isinstance(value, int):
+        return value if -(2**63) <= value < 2**64 else str(value)
+    if depth >= MAX_JSON_DEPTH:
+        return clean_text(repr(value)[:10_000])
+    if isinstance(value, dict):
+        return {clean_text(str(k)): storable(v, depth + 1) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [storable(item, depth + 1) for item in value]
+    return clean_text(str(value))
