@@ -97,7 +97,8 @@ def tags_from_attributes(record: SpanRecord) -> list[str]:
         for key, value in record.attributes.items():
             if key.startswith(AL_TAG_PREFIX) and isinstance(value, str):
                 tags.append(value)
-    return [clean_text(tag[:200]) for tag in dict.fromkeys(tags) if tag]
+    # Deduplicated after cutting and cleaning: two tags may become one (rows must be unique).
+    return list(dict.fromkeys(clean_text(tag[:200]) for tag in tags if tag))
 
 
 class PriceTable:

@@ -134,12 +134,15 @@ def indexed_values(attributes: dict[str, Any], keys: Iterable[str]) -> dict[str,
 
 
 def attribute_index_rows(prepared: PreparedSpan, pk: int) -> list[tuple[str, str, int]]:
-    """(key, value, span_pk) rows of `span_attributes` for one span."""
-    return [
+    """(key, value, span_pk) rows of `span_attributes` for one span. A set: two keys that
+    differ only in what `clean_text` replaces must not become one row twice (Postgres COPYs
+    these rows with no conflict handling)."""
+    rows = {
         (clean_text(key), clean_text(text), pk)
         for key, text in prepared.indexed_values.items()
         if len(text) <= MAX_INDEXED_VALUE
-    ]
+    }
+    return list(rows)
 
 
 def dumps(value: Any) -> str:

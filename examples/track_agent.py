@@ -107,7 +107,7 @@ def main() -> None:
                 trace_id=reply.trace_id, tags=["reviewed"])  # fmt: skip
 
     if args.store:  # embedded: read through the session's own store
-        from evolution_store.queries import RewardQuery
+        from evolution_store import RewardQuery
 
         query = RewardQuery(tag=TAG)
         rewards = session.call_store(lambda store: store.list_rewards(query)).items

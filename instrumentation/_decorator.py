@@ -9,7 +9,9 @@ values and exceptions (including `asyncio.CancelledError`) pass through unchange
 Operation names: the outermost decorated call in a context gets `gen_ai.operation.name =
 "invoke_agent"`; decorated calls nested inside it get `"execute_tool"` (plus `gen_ai.tool.name`),
 since a decorated helper called by an agent is usually one of its tools or steps. Pass
-`operation=` to choose yourself.
+`operation=` to choose yourself. Nested calls carry the calling agent's `gen_ai.agent.name`
+(the store's per-agent stats then add a tool's tokens and cost to its agent), except a nested
+`operation="invoke_agent"` call, which is a sub-agent of its own.
 """
 
 from __future__ import annotations
@@ -35,6 +37,7 @@ OPERATION_ATTR = "gen_ai.operation.name"
 AGENT_NAME_ATTR = "gen_ai.agent.name"
 TOOL_NAME_ATTR = "gen_ai.tool.name"
 ROOT_OPERATION = "invoke_agent"
+AGENT_OPERATIONS = frozenset({"invoke_agent", "create_agent"})
 NESTED_OPERATION = "execute_tool"
 _MAX_STATUS = 1000
 _MAX_STREAM_ITEMS = 256
@@ -47,6 +50,7 @@ class _Spec:
         "name",
         "root_attrs",
         "nested_attrs",
+        "own_agent",
         "capture_io",
         "signature",
         "positional",
@@ -73,6 +77,9 @@ class _Spec:
             if operation
             else {OPERATION_ATTR: NESTED_OPERATION, TOOL_NAME_ATTR: name, **base}
         )
+        # A nested sub-agent keeps its own agent name; any other nested call (a tool, a step,
+        # an LLM call) is attributed to the agent that made it, so per-agent stats add up.
+        self.own_agent = operation in AGENT_OPERATIONS
         self.capture_io = capture_io
         try:
             self.signature: inspect.Signature | None = inspect.signature(fn)
@@ -107,12 +114,18 @@ def _display_name(fn: Callable[..., Any]) -> str:
 def _start(spec: _Spec, args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[Span, Any]:
     """Start the call's span as a child of the current context; return it and its context."""
     parent = context_api.get_current()
-    nested = _TRACKED_KEY in parent
+    agent = context_api.get_value(_TRACKED_KEY, parent)  # the outermost tracked call's name
+    if agent is None:
+        attributes = spec.root_attrs
+    elif spec.own_agent or agent == spec.name:
+        attributes = spec.nested_attrs
+    else:  # per-agent stats then count an agent's tools as the agent's work
+        attributes = {**spec.nested_attrs, AGENT_NAME_ATTR: agent}
     tracer = STATE.tracer or get_tracer()
     span = tracer.start_span(
         spec.name,
         parent,
-        attributes=spec.nested_attrs if nested else spec.root_attrs,
+        attributes=attributes,
         record_exception=False,
         set_status_on_exception=False,
     )
@@ -122,8 +135,8 @@ def _start(spec: _Spec, args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[
         except Exception:  # capturing inputs must never break the call
             pass
     ctx = set_span_in_context(span, parent)
-    if not nested:
-        ctx = context_api.set_value(_TRACKED_KEY, True, ctx)
+    if agent is None or (spec.own_agent and agent != spec.name):
+        ctx = context_api.set_value(_TRACKED_KEY, spec.name, ctx)  # calls below are its work
     return span, ctx
 
 
@@ -446,9 +459,11 @@ def track_evolution(
     (for secrets or very large values). Exceptions and cancellation mark the span ERROR with an
     exception event and propagate unchanged. Spans nest through contextvars, so nesting is
     right across `await`s and asyncio tasks; threads started by hand do not inherit it.
-    Attributes: `gen_ai.agent.name` (the name, default the function's qualified name),
-    `evolution.tags`, and `gen_ai.operation.name` = `invoke_agent` for the outermost decorated
-    call, `execute_tool` (+ `gen_ai.tool.name`) for decorated calls inside it, or `operation=`.
+    Attributes: `gen_ai.operation.name` = `invoke_agent` for the outermost decorated call,
+    `execute_tool` (+ `gen_ai.tool.name`) for decorated calls inside it, or `operation=`;
+    `gen_ai.agent.name` = the name (default the function's qualified name) of the agent whose
+    work the call is: the outermost call's, or the nearest `operation="invoke_agent"` call's;
+    `evolution.tags`.
 
     ```python
     @track_evolution(tags=["prod"])

@@ -52,3 +52,11 @@ def test_ci_runs_the_readme_commands() -> None:
     assert 'pip install --quiet -e ".[test]"' in script
     assert re.search(r"^pytest$", script, re.MULTILINE)
     assert 'pip install -e ".[test]"' in README and ". .venv/bin/activate && pytest" in README
+
+
+def test_the_store_example_runs(tmp_path, monkeypatch, capsys) -> None:
+    section = README.split("### Python: the store itself", 1)[1]
+    code = re.search(r"```python\n(.*?)```", section, re.S).group(1)
+    monkeypatch.chdir(tmp_path)  # its sqlite:///evolution.db lands here
+    exec(compile(code, "README.md", "exec"), {"__name__": "readme"})
+    assert capsys.readouterr().out.strip() == "1 [1.0]"

@@ -98,6 +98,8 @@ def test_string_output_is_text_and_nested_calls_nest(finished):
     assert inner.parent.span_id == outer.context.span_id
     assert inner.context.trace_id == outer.context.trace_id
     assert outer.attributes["gen_ai.operation.name"] == "invoke_agent"
+    # the tool's span counts as the calling agent's work
+    assert inner.attributes["gen_ai.agent.name"] == "agent"
     assert inner.attributes["gen_ai.operation.name"] == "execute_tool"
     assert inner.attributes["gen_ai.tool.name"] == "tool"
     assert outer.attributes["output.value"] == "tool:a!"
@@ -113,8 +115,26 @@ def test_operation_override(finished):
     def agent():
         return llm()
 
-    agent()
-    assert finished()["llm"].attributes["gen_ai.operation.name"] == "chat"
+    @track_evolution
+    def search():
+        return 1
+
+    @track_evolution(operation="invoke_agent")
+    def sub_agent():
+        return search() + 1
+
+    @track_evolution
+    def orchestrator():
+        return agent() + sub_agent()
+
+    orchestrator()
+    spans = finished()
+    assert spans["llm"].attributes["gen_ai.operation.name"] == "chat"
+    # an LLM call and a step count for the agent that made them; a sub-agent stays itself
+    assert spans["llm"].attributes["gen_ai.agent.name"] == "orchestrator"
+    assert spans["agent"].attributes["gen_ai.agent.name"] == "orchestrator"
+    assert spans["sub_agent"].attributes["gen_ai.agent.name"] == "sub_agent"
+    assert spans["search"].attributes["gen_ai.agent.name"] == "sub_agent"
 
 
 def test_exception_recorded_and_reraised_unchanged(finished):

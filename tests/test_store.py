@@ -185,3 +185,23 @@ async def test_spans_join_the_task_their_trace_names(store: EvolutionStore) -> N
     await store.ingest([late])  # later group: looked up from the stored spans
     page = await store.list_spans(SpanQuery(task_id="named"))
     assert [span["name"] for span in page.items] == ["root", "child", "late"]
+
+
+async def test_tags_that_become_one_after_cutting_and_cleaning(store: EvolutionStore) -> None:
+    # 64+ spans: Postgres then COPYs the tag rows straight into their table, no conflict
+    # handling; two tags that clean or cut to the same text must still make one row.
+    long = "t" * 300
+    trace = trace_id()
+    records = [
+        span_record(
+            trace_id=trace,
+            tags=["x\x00", "x\ufffd", long, long + "-other"],
+            attributes={"evolution.tags": ["x\ufffd"]},
+        )
+        for _ in range(70)
+    ]
+    result = await store.ingest(records)
+    assert result.accepted == 70
+    page = await store.list_spans(SpanQuery(trace_id=trace, tag="t" * 200, limit=100))
+    assert len(page.items) == 70
+    assert sorted(page.items[0]["tags"]) == sorted(["x\ufffd", "t" * 200])
