@@ -19,7 +19,7 @@ from . import rewards as reward_writes
 from .backends import any_of
 from .models import RewardIn, SpanRecord, new_id
 from .schema import executions, span_attributes, span_tags, spans, tasks
-from .span_rows import SPAN_COLUMNS, PreparedSpan, attribute_index_rows
+from .span_rows import SPAN_COLUMNS, PreparedSpan
 from .span_rows import dumps as dumps  # re-exported: records and rewards write JSON too
 from .writer import WriteContext
 
@@ -122,8 +122,10 @@ async def _insert_spans(
         if span.indexed_for != indexed:  # a key was registered after the span was prepared
             span.reindex(indexed)
         span_rows.append((pk, task_id, execution_id, sequence, now, *span.values))
-        tag_rows.extend((tag, pk) for tag in span.tags)
-        attribute_rows.extend(attribute_index_rows(span, pk))
+        if span.tags:
+            tag_rows.extend([(tag, pk) for tag in span.tags])
+        if span.index_pairs:
+            attribute_rows.extend([(key, value, pk) for key, value in span.index_pairs])
         record = span.record
         new_spans.append(
             NewSpan(

@@ -69,11 +69,14 @@ class PreparedSpan:
     indexed_for: frozenset[str]
     #: scalar values of indexed attribute keys, as canonical text (`link_value_text`)
     indexed_values: dict[str, str]
+    #: (key, value) of its `span_attributes` rows (see `index_pairs`)
+    index_pairs: list[tuple[str, str]]
 
     def reindex(self, keys: Collection[str]) -> None:
-        """Recompute `indexed_values` for another key set (a reward registered a new key)."""
+        """Recompute the indexed values for another key set (a reward registered a new key)."""
         self.indexed_for = frozenset(keys)
         self.indexed_values = indexed_values(self.record.attributes, self.indexed_for)
+        self.index_pairs = index_pairs(self.indexed_values)
 
 
 def prepare_spans(
@@ -110,13 +113,15 @@ def _prepare(record: SpanRecord, prices: PriceTable, indexed_keys: frozenset[str
         promoted["cost"],
         promoted["duration_ns"],
     )
+    found = indexed_values(record.attributes, indexed_keys)
     return PreparedSpan(
         record=record,
         values=values,
         tags=tags,
         owner_ids=ids_from_attributes(record),
         indexed_for=indexed_keys,
-        indexed_values=indexed_values(record.attributes, indexed_keys),
+        indexed_values=found,
+        index_pairs=index_pairs(found),
     )
 
 
@@ -133,16 +138,16 @@ def indexed_values(attributes: dict[str, Any], keys: Iterable[str]) -> dict[str,
     return found
 
 
-def attribute_index_rows(prepared: PreparedSpan, pk: int) -> list[tuple[str, str, int]]:
-    """(key, value, span_pk) rows of `span_attributes` for one span. A set: two keys that
-    differ only in what `clean_text` replaces must not become one row twice (Postgres COPYs
-    these rows with no conflict handling)."""
-    rows = {
-        (clean_text(key), clean_text(text), pk)
-        for key, text in prepared.indexed_values.items()
+def index_pairs(values: dict[str, str]) -> list[tuple[str, str]]:
+    """(key, value) rows for `span_attributes`, cleaned for storage. Deduplicated after
+    cleaning: two keys that differ only in what `clean_text` replaces must not make the same
+    row twice (Postgres COPYs these rows with no conflict handling)."""
+    pairs = [
+        (clean_text(key), clean_text(text))
+        for key, text in values.items()
         if len(text) <= MAX_INDEXED_VALUE
-    }
-    return list(rows)
+    ]
+    return list(dict.fromkeys(pairs)) if len(pairs) > 1 else pairs
 
 
 def dumps(value: Any) -> str:
