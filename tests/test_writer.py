@@ -10,6 +10,7 @@ from factories import span_record, trace_id
 
 from evolution_store import EvolutionStore, Overloaded
 from evolution_store.models import SpanRecord
+from evolution_store.queries import SpanQuery
 
 
 def agent_traces(traces: int, spans_per_trace: int = 10) -> list[SpanRecord]:
@@ -101,3 +102,25 @@ async def test_one_bad_job_does_not_sink_its_group(store: EvolutionStore) -> Non
     )
     assert [type(o).__name__ for o in outcomes].count("NotFound") == 1
     assert sum(o.accepted for o in outcomes if hasattr(o, "accepted")) == 50
+
+
+async def test_two_writers_on_one_database_store_each_span_once(store_url: str) -> None:
+    # Two stores stand for two server processes on one database. Every batch of 100+ spans
+    # goes to both at once, so on Postgres each races the other's COPY of new rows. The
+    # writer's per-group lock must turn that race into "first wins, second sees duplicates".
+    first, second = await EvolutionStore.open(store_url), await EvolutionStore.open(store_url)
+    try:
+        batches = [agent_traces(10) for _ in range(6)]
+        results = []
+        for batch in batches:  # one job per writer per round: a failed group is not retried
+            results.extend(await asyncio.gather(first.ingest(batch), second.ingest(batch)))
+        total = sum(len(batch) for batch in batches)
+        assert sum(result.accepted for result in results) == total
+        assert sum(result.duplicates for result in results) == total
+        for batch in batches:
+            page = await first.list_spans(SpanQuery(trace_id=batch[0].trace_id, limit=100))
+            assert len(page.items) == 10
+            assert sorted(span["sequence"] for span in page.items) == list(range(1, 11))
+    finally:
+        await first.close()
+        await second.close()
