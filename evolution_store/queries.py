@@ -448,8 +448,7 @@ async def _with_links(conn: AsyncConnection, rows: list[Any]) -> list[dict[str, 
     pks = [row._mapping["pk"] for row in rows]
     if pks:
         result = await conn.execute(
-            sa.select(reward_links.c.reward_pk, spans.c.span_id)
-            .join(spans, spans.c.pk == reward_links.c.span_pk)
+            sa.select(reward_links.c.reward_pk, reward_links.c.span_id)
             .where(reward_links.c.reward_pk.in_(pks))
             .order_by(reward_links.c.reward_pk, reward_links.c.span_pk)
         )

@@ -104,7 +104,12 @@ async def write_reward(
     pk = inserted[0][0]
     if matched:
         await ctx.backend.insert_ignore(
-            conn, reward_links, [{"reward_pk": pk, "span_pk": span_pk} for span_pk in matched]
+            conn,
+            reward_links,
+            [
+                {"reward_pk": pk, "span_pk": span_pk, "span_id": span_id}
+                for span_pk, span_id in matched.items()
+            ],
         )
     # The linked spans' tags, found by the match itself (what `_inherit_span_tags` would read).
     if inherited := sorted({tag for _, _, tag in found if tag is not None}):
@@ -272,7 +277,7 @@ async def resolve_for_spans(
     ):
         await _link_roots(conn, roots, column, attribute, kind, links)
     await _match_selectors(conn, ctx, new_spans, links)
-    await _link(conn, ctx, links)
+    await _link(conn, ctx, links, {span.pk: span.span_id for span in new_spans})
 
 
 async def _link_roots(
@@ -353,11 +358,17 @@ def _selector_values(span: NewSpan, keys: set[str]) -> dict[str, str]:
     return values
 
 
-async def _link(conn: AsyncConnection, ctx: WriteContext, links: dict[int, list[int]]) -> None:
+async def _link(
+    conn: AsyncConnection,
+    ctx: WriteContext,
+    links: dict[int, list[int]],
+    span_ids: dict[int, str],
+) -> None:
+    """Link rewards to spans (`links`: reward pk -> span pks; `span_ids`: span pk -> id)."""
     from .ingest import in_chunks, isin
 
     rows = [
-        {"reward_pk": reward_pk, "span_pk": span_pk}
+        {"reward_pk": reward_pk, "span_pk": span_pk, "span_id": span_ids[span_pk]}
         for reward_pk, span_pks in links.items()
         for span_pk in dict.fromkeys(span_pks)
     ]

@@ -164,7 +164,11 @@ reward_links = sa.Table(
     metadata,
     sa.Column("reward_pk", sa.BigInteger, primary_key=True),
     sa.Column("span_pk", sa.BigInteger, primary_key=True),
+    # Copied from the span so a reward's linked ids are read from this table's primary key
+    # alone (SQLite: WITHOUT ROWID keeps it in the key's b-tree), never from the wide spans.
+    sa.Column("span_id", sa.String(16), nullable=False),
     sa.Index("ix_reward_links_span", "span_pk"),
+    sqlite_with_rowid=False,
 )
 
 reward_tags = sa.Table(

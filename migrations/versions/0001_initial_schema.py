@@ -41,7 +41,9 @@ def upgrade() -> None:
         "reward_links",
         sa.Column("reward_pk", sa.BigInteger(), nullable=False),
         sa.Column("span_pk", sa.BigInteger(), nullable=False),
+        sa.Column("span_id", sa.String(length=16), nullable=False),
         sa.PrimaryKeyConstraint("reward_pk", "span_pk"),
+        sqlite_with_rowid=False,
     )
     with op.batch_alter_table("reward_links", schema=None) as batch_op:
         batch_op.create_index("ix_reward_links_span", ["span_pk"], unique=False)
