@@ -75,7 +75,7 @@ async def write_reward(
         known = await indexed_key_set(conn, ctx)
         if not known.issuperset(selectors):
             # Back-filling a new key is costly: never do it for a reward that will be ignored.
-            if await _rows(conn, ctx, _EXISTS, {"id": reward_id}):
+            if await ctx.backend.fetch_all(conn, _EXISTS, {"id": reward_id}):
                 return reward_id, None
             await _register_keys(conn, ctx, list(selectors))
     found = await _matching_stored_spans(conn, ctx, reward, selectors)
@@ -98,7 +98,7 @@ async def write_reward(
         "selectors": dumps(reward.links) if reward.links else None,
         "resolved_at": ctx.now_ns if matched else None,
     }
-    inserted = await _rows(conn, ctx, _insert_statement(conn.dialect.name), values)
+    inserted = await ctx.backend.fetch_all(conn, _insert_statement(conn.dialect.name), values)
     if not inserted:  # the id exists: first write wins
         return reward_id, None
     pk = inserted[0][0]
@@ -141,31 +141,6 @@ class _Row:
         self._mapping = mapping
 
 
-async def _rows(
-    conn: AsyncConnection, ctx: WriteContext, statement: sa.Executable, params: dict[str, Any]
-) -> list[Any]:
-    """All rows of one of this module's statements (built once, with bind parameters).
-
-    On SQLite the statement goes straight to the driver, on the connection of the writer's
-    open transaction, as `SQLiteBackend.insert_ignore` does: aiosqlite's `execute_fetchall`
-    is one round trip to its thread, where SQLAlchemy's cursor takes four (cursor, execute,
-    fetch, close). A reward's write is then a few hops, not a dozen."""
-    if conn.dialect.name != "sqlite":
-        return list(await conn.execute(statement, params))
-    sql, names = _sqlite_sql(statement, conn.dialect)
-    args = [params[name] for name in names]
-    if ctx.backend.statement_hook is not None:
-        ctx.backend.statement_hook(sql, args)
-    raw = await conn.get_raw_connection()
-    return list(await raw.driver_connection.execute_fetchall(sql, args))
-
-
-@functools.lru_cache(maxsize=256)
-def _sqlite_sql(statement: sa.Executable, dialect: Any) -> tuple[str, tuple[str, ...]]:
-    compiled = statement.compile(dialect=dialect)
-    return compiled.string, tuple(compiled.positiontup or ())
-
-
 _EXISTS = sa.select(rewards.c.pk).where(rewards.c.id == sa.bindparam("id"))
 
 #: every column `write_reward` sets (all but `pk`, which the database assigns)
@@ -203,7 +178,8 @@ async def _matching_stored_spans(
             params[f"key_{index}"], params[f"value_{index}"] = key, value
     by_trace = kind == "span" and reward.trace_id is not None
     statement = _match_statement(kind, by_trace, reserved, len(others))
-    return [(row[0], row[1], row[2]) for row in await _rows(conn, ctx, statement, params)]
+    rows = await ctx.backend.fetch_all(conn, statement, params)
+    return [(row[0], row[1], row[2]) for row in rows]
 
 
 @functools.lru_cache(maxsize=64)
@@ -212,7 +188,7 @@ def _match_statement(
 ) -> sa.Select[Any]:
     """The stored spans a target names, with their tags, with bind parameters `span_id`,
     `trace_id`, `execution_id`, `task_id` and, for selectors, `key_<i>`/`value_<i>`: one
-    statement per shape, so SQLAlchemy (and `_sqlite_sql`) compile each shape once."""
+    statement per shape, so SQLAlchemy (and `Backend.fetch_all`) compile each shape once."""
     query = sa.select(spans.c.pk, spans.c.span_id, span_tags.c.tag).outerjoin(
         span_tags, span_tags.c.span_pk == spans.c.pk
     )

@@ -42,6 +42,13 @@ class Backend:
     def close(self) -> None:
         """Release whatever the backend runs beside the engines. Blocking; idempotent."""
 
+    async def fetch_all(
+        self, conn: AsyncConnection, statement: sa.Executable, params: dict[str, Any]
+    ) -> list[Any]:
+        """All rows of a statement built once with bind parameters, on the writer's hot path
+        (a backend may skip SQLAlchemy's per-execution work)."""
+        return list(await conn.execute(statement, params))
+
     async def insert_ignore(
         self,
         conn: AsyncConnection,

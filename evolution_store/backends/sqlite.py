@@ -123,6 +123,19 @@ class SQLiteBackend(Backend):
         raw = await conn.get_raw_connection()
         await raw.driver_connection.executemany(sql, rows)
 
+    async def fetch_all(
+        self, conn: AsyncConnection, statement: sa.Executable, params: dict[str, Any]
+    ) -> list[Any]:
+        # Straight to the driver, on the connection of the open transaction: aiosqlite's
+        # `execute_fetchall` is one round trip to its thread, where SQLAlchemy's cursor takes
+        # four (cursor, execute, fetch, close). A reward's write is then a few hops, not a dozen.
+        sql, names = _compiled(statement, conn.dialect)
+        args = [params[name] for name in names]
+        if self.statement_hook is not None:
+            self.statement_hook(sql, args)
+        raw = await conn.get_raw_connection()
+        return list(await raw.driver_connection.execute_fetchall(sql, args))
+
     async def advance_counters(
         self, conn: AsyncConnection, counts: dict[str, int]
     ) -> dict[str, int]:
@@ -148,8 +161,9 @@ class SQLiteBackend(Backend):
 class Checkpointer:
     """Copies committed WAL frames back into the database file on a thread and connection of
     its own (PASSIVE checkpoints never block the writer or readers). The writer only signals
-    after each commit, so its commits never wait for a checkpoint: on two cores, ingest runs
-    ~1.3x faster than with SQLite's in-line auto-checkpoint (bench/store_bench.py)."""
+    after each commit, so its commits never wait for a checkpoint: on two cores, store ingest
+    ran ~8% faster than with SQLite's in-line auto-checkpoint (medians of 3 alternating runs).
+    """
 
     def __init__(self, path: str) -> None:
         self._path = path
@@ -206,6 +220,12 @@ def _check_directory(database: str) -> None:
     directory = os.path.dirname(os.path.abspath(database))
     if not os.path.isdir(directory):
         raise StorageError(f"unable to open database file: no directory {directory}")
+
+
+@functools.lru_cache(maxsize=256)
+def _compiled(statement: sa.Executable, dialect: Any) -> tuple[str, tuple[str, ...]]:
+    compiled = statement.compile(dialect=dialect)
+    return compiled.string, tuple(compiled.positiontup or ())
 
 
 @functools.lru_cache(maxsize=64)
