@@ -432,7 +432,8 @@ async def main(argv: list[str] | None = None) -> None:
             backends.remove("postgres")
     print(f"evolution-store store bench — {machine_note()}")
     print(
-        f"SQLite PRAGMAs: journal_mode={PRAGMAS['journal_mode']}, "
+        f"SQLite PRAGMAs: page_size={PRAGMAS['page_size']}, "
+        f"journal_mode={PRAGMAS['journal_mode']}, "
         f"synchronous={PRAGMAS['synchronous']}, "
         f"wal_autocheckpoint={PRAGMAS['wal_autocheckpoint']} (baseline uses the same)"
     )

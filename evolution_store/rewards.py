@@ -291,11 +291,10 @@ async def _match_selectors(
     # Only keys some selector has used (or the default link keys) are looked up; the ids
     # `trace_id`/`span_id` count once a selector has named them.
     selector_keys = await indexed_key_set(conn, ctx)
-    span_values: list[dict[str, str]] = []
+    id_keys = [key for key in RESERVED_LINK_KEYS if key in selector_keys]
+    span_values = [_selector_values(span, id_keys) for span in new_spans]
     pairs: dict[str, set[str]] = defaultdict(set)
-    for span in new_spans:
-        values = _selector_values(span, selector_keys)
-        span_values.append(values)
+    for values in span_values:
         for key, value in values.items():
             pairs[key].add(value)
     candidates: set[int] = set()
@@ -324,13 +323,15 @@ async def _match_selectors(
                 links[reward_pk].append(span.pk)
 
 
-def _selector_values(span: NewSpan, keys: set[str]) -> dict[str, str]:
+def _selector_values(span: NewSpan, id_keys: list[str]) -> dict[str, str]:
     # The span's indexed attribute values were computed for this very key set (ingest makes
-    # sure); the reserved keys are its ids.
+    # sure); the reserved keys a selector has named are its ids. Copied only when those are
+    # added: nearly always there are none, and this runs for every span of every group.
+    if not id_keys:
+        return span.indexed_values
     values = dict(span.indexed_values)
-    for key in RESERVED_LINK_KEYS:
-        if key in keys:
-            values[key] = getattr(span, key)
+    for key in id_keys:
+        values[key] = getattr(span, key)
     return values
 
 

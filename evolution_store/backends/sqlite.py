@@ -29,6 +29,11 @@ CHECKPOINT_INTERVAL = 0.2
 #: synchronous=NORMAL in WAL mode keeps every commit across a process crash (only an OS
 #: crash or power loss can lose the last transactions).
 PRAGMAS = {
+    # Must come before `journal_mode=wal`: it only takes effect on a database with no tables
+    # yet (an existing file keeps its size). Spans are ~1-2 KB rows; with 16 KiB pages a
+    # commit writes half the WAL frames it does with 4 KiB, and store ingest ran ~10% faster
+    # (bench/store_bench.py, alternating runs).
+    "page_size": "16384",
     "journal_mode": "wal",
     "synchronous": "normal",
     "busy_timeout": "10000",
@@ -36,8 +41,9 @@ PRAGMAS = {
     "cache_size": "-65536",
     "mmap_size": str(256 * 1024 * 1024),
     # Checkpoints run on their own thread (`Checkpointer`); the writer checkpoints by itself
-    # only if that one falls behind by ~400 MB of WAL, so commits do not wait on copying.
-    "wal_autocheckpoint": "100000",
+    # only if that one falls behind by ~400 MB of WAL (25,000 pages of 16 KiB), so commits do
+    # not wait on copying.
+    "wal_autocheckpoint": "25000",
     "journal_size_limit": str(128 * 1024 * 1024),
 }
 
