@@ -18,6 +18,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from evolution_store import EvolutionStore
 from evolution_store.config import Settings
+from evolution_store.otlp_decoder import OtlpDecoder
 
 from .deps import WriteAuth
 from .errors import BodyTooLarge, error_body, install_error_handlers
@@ -39,11 +40,14 @@ def create_app(
     *,
     store: EvolutionStore | None = None,
     grpc: bool = False,
+    decoder: OtlpDecoder | None = None,
 ) -> FastAPI:
     """Build the app. It opens `settings.store_url` (migrating it) when it starts and drains and
     closes the store when it stops, unless `store` is given: then the caller opened it and
     closes it. With `grpc=True` and a non-zero `settings.otlp_grpc_port`, the OTLP gRPC
     receiver runs beside the app over the same store (`evolution-store serve` starts it itself).
+    OTLP bodies are decoded by `decoder` (the caller starts and closes it), else on the event
+    loop.
     """
     settings = settings or Settings()
 
@@ -57,13 +61,17 @@ def create_app(
                 queue_max_bytes=settings.queue_max_bytes,
             )
         app.state.store = active
+        app.state.decoder = decoder or OtlpDecoder(active)
         grpc_server = None
         try:
             if grpc and settings.otlp_grpc_port:
                 from .grpc_server import start_grpc_server
 
                 grpc_server = await start_grpc_server(
-                    active, host=settings.host, port=settings.otlp_grpc_port
+                    active,
+                    host=settings.host,
+                    port=settings.otlp_grpc_port,
+                    decoder=app.state.decoder,
                 )
             yield
         finally:

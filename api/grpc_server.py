@@ -27,7 +27,8 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTrace
 
 from evolution_store import EvolutionStore
 from evolution_store.errors import EvolutionStoreError, InvalidInput, Overloaded, StorageError
-from evolution_store.otlp import DecodedRequest, decode_protobuf
+from evolution_store.otlp import DecodedRequest
+from evolution_store.otlp_decoder import OtlpDecoder, PreparedRequest
 
 logger = logging.getLogger("evolution_store.api.grpc")
 
@@ -45,6 +46,7 @@ async def start_grpc_server(
     host: str,
     port: int,
     max_message_bytes: int = MAX_MESSAGE_BYTES,
+    decoder: OtlpDecoder | None = None,
 ) -> grpc.aio.Server:
     """Start the TraceService on `host:port` and return the running server; the caller stops it
     with `await server.stop(grace)`. With `port=0` the OS picks one: read `server.bound_port`.
@@ -57,7 +59,7 @@ async def start_grpc_server(
             ("grpc.max_send_message_length", 4 * 1024 * 1024),
         ]
     )
-    service = _TraceService(store)
+    service = _TraceService(store, decoder or OtlpDecoder(store))
     # Raw bytes in (no request_deserializer): an undecodable body then becomes our
     # INVALID_ARGUMENT, not grpc's generic "Exception deserializing request".
     handler = grpc.method_handlers_generic_handler(
@@ -88,27 +90,40 @@ async def start_grpc_server(
 class _TraceService:
     """One method, `Export`: decode, hand to the writer, answer after COMMIT."""
 
-    def __init__(self, store: EvolutionStore) -> None:
+    def __init__(self, store: EvolutionStore, decoder: OtlpDecoder) -> None:
         self.store = store
+        self.decoder = decoder
 
     async def export(
         self, request: bytes, context: grpc.aio.ServicerContext
     ) -> ExportTraceServiceResponse:
-        decoded = _decode(request)
-        if not isinstance(decoded, DecodedRequest):
-            await _abort(context, decoded)
+        prepared = await self._decode(request)
+        if not isinstance(prepared, PreparedRequest):
+            await _abort(context, prepared)
             return ExportTraceServiceResponse()  # not reached: abort raises
-        if decoded.spans or decoded.rewards:
-            failure = await self._ingest(decoded, len(request))
+        if prepared.spans or prepared.decoded.rewards:
+            failure = await self._ingest(prepared, len(request))
             if failure is not None:
                 await _abort(context, failure)
-        return _response(decoded)
+        return _response(prepared.decoded)
 
-    async def _ingest(self, decoded: DecodedRequest, size: int) -> _Abort | None:
+    async def _decode(self, request: bytes) -> PreparedRequest | _Abort:
+        try:
+            return await self.decoder.decode(request, json=False)
+        except InvalidInput as exc:
+            return grpc.StatusCode.INVALID_ARGUMENT, str(exc), None
+        except Exception:
+            # A decoder bug must not turn into UNKNOWN (or retries): the request is what failed.
+            logger.exception("OTLP gRPC decode failed unexpectedly")
+            return grpc.StatusCode.INVALID_ARGUMENT, "request could not be decoded", None
+
+    async def _ingest(self, prepared: PreparedRequest, size: int) -> _Abort | None:
         # Returns the failure instead of aborting here: `context.abort` raises, and that
         # exception must not pass through the `except Exception` below.
         try:
-            await self.store.ingest(decoded.spans, decoded.rewards, size_bytes=size)
+            await self.store.ingest_prepared(
+                prepared.spans, prepared.decoded.rewards, size_bytes=size
+            )
         except Overloaded as exc:
             return grpc.StatusCode.UNAVAILABLE, str(exc) or "overloaded", exc.retry_after
         except StorageError as exc:
@@ -120,17 +135,6 @@ class _TraceService:
             logger.exception("OTLP gRPC ingest failed unexpectedly")
             return grpc.StatusCode.UNAVAILABLE, "ingest failed; retry later", None
         return None
-
-
-def _decode(request: bytes) -> DecodedRequest | _Abort:
-    try:
-        return decode_protobuf(request)
-    except InvalidInput as exc:
-        return grpc.StatusCode.INVALID_ARGUMENT, str(exc), None
-    except Exception:
-        # A decoder bug must not turn into UNKNOWN (or retries): the request is what failed.
-        logger.exception("OTLP gRPC decode failed unexpectedly")
-        return grpc.StatusCode.INVALID_ARGUMENT, "request could not be decoded", None
 
 
 def _response(decoded: DecodedRequest) -> ExportTraceServiceResponse:

@@ -33,6 +33,7 @@ from uvicorn.loops.auto import auto_loop_factory
 from evolution_store import EvolutionStore
 from evolution_store.config import Settings
 from evolution_store.errors import EvolutionStoreError
+from evolution_store.otlp_decoder import OtlpDecoder, default_workers
 
 from .app import SHUTDOWN_TIMEOUT, create_app
 
@@ -67,13 +68,16 @@ async def serve(settings: Settings, *, echo: Callable[[str], None] = print) -> N
             sock.close()
         raise
     grpc_server = None
+    workers = settings.otlp_decode_workers
+    decoder = OtlpDecoder(store, workers=default_workers() if workers is None else workers)
     # From here to the end of the drain, SIGTERM/SIGINT ask for a clean stop (a second one
     # during the drain changes nothing) instead of killing the process.
     with _StopSignals() as signals:
         try:
+            decoder.start()
             if settings.otlp_grpc_port:
-                grpc_server = await _start_grpc(store, settings)
-            app: ASGIApp = create_app(settings, store=store)
+                grpc_server = await _start_grpc(store, settings, decoder)
+            app: ASGIApp = create_app(settings, store=store, decoder=decoder)
             if settings.otlp_http_port:
                 app = OtlpPortOnly(app, port=settings.otlp_http_port)
             config = uvicorn.Config(
@@ -91,6 +95,8 @@ async def serve(settings: Settings, *, echo: Callable[[str], None] = print) -> N
                 echo(f"{what} on http://{_host_text(settings.host)}:{port}")
             if grpc_server is not None:
                 echo(f"OTLP/gRPC on {_host_text(settings.host)}:{settings.otlp_grpc_port}")
+            if decoder.workers:
+                echo(f"OTLP bodies decoded in {decoder.workers} worker process(es)")
             _settle_heap()
             await server.serve(sockets=sockets)
         finally:
@@ -98,6 +104,7 @@ async def serve(settings: Settings, *, echo: Callable[[str], None] = print) -> N
                 sock.close()
             if grpc_server is not None:
                 await grpc_server.stop(SHUTDOWN_TIMEOUT)
+            await decoder.close()
             await store.close(timeout=SHUTDOWN_TIMEOUT)
     echo("evolution-store stopped")
 
@@ -226,11 +233,13 @@ async def _open_store(settings: Settings) -> EvolutionStore:
         raise ServeError(f"cannot open {_redact(settings.store_url)}: {exc}") from exc
 
 
-async def _start_grpc(store: EvolutionStore, settings: Settings) -> Any:
+async def _start_grpc(store: EvolutionStore, settings: Settings, decoder: OtlpDecoder) -> Any:
     from .grpc_server import start_grpc_server
 
     try:
-        return await start_grpc_server(store, host=settings.host, port=settings.otlp_grpc_port)
+        return await start_grpc_server(
+            store, host=settings.host, port=settings.otlp_grpc_port, decoder=decoder
+        )
     except (RuntimeError, OSError) as exc:
         message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         if not message.startswith("cannot listen"):

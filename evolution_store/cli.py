@@ -63,12 +63,20 @@ def _settings(**overrides: Any) -> Any:
     metavar="PORT",
     help="OTLP/gRPC port; 0 disables. [default: 4317]",
 )
+@click.option(
+    "--otlp-decode-workers",
+    type=click.IntRange(0, 32),
+    metavar="N",
+    help="Worker processes that decode OTLP bodies; 0 decodes on the event loop. "
+    "[default: 1 with two or more CPUs, else 0]",
+)
 def serve(
     store_url: str | None,
     host: str | None,
     port: int | None,
     otlp_http_port: int | None,
     otlp_grpc_port: int | None,
+    otlp_decode_workers: int | None,
 ) -> None:
     """Run the server: REST API, OTLP over HTTP and gRPC, one store.
 
@@ -81,6 +89,7 @@ def serve(
         port=port,
         otlp_http_port=otlp_http_port,
         otlp_grpc_port=otlp_grpc_port,
+        otlp_decode_workers=otlp_decode_workers,
     )
     from api.serve import ServeError, run
 

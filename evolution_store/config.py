@@ -26,6 +26,9 @@ class Settings(BaseSettings):
     max_body_bytes: int = 64 * 1024 * 1024
     queue_max_spans: int = 200_000
     queue_max_bytes: int = 256 * 1024 * 1024
+    #: worker processes `serve` decodes OTLP bodies in; None: one on a machine with two or
+    #: more CPUs, none (decode on the event loop) on one CPU
+    otlp_decode_workers: int | None = Field(default=None, ge=0, le=32)
 
     @field_validator("store_url")
     @classmethod

@@ -48,6 +48,7 @@ PREPARED_COLUMNS = (
     "duration_ns",
 )
 SPAN_COLUMNS = WRITER_COLUMNS + PREPARED_COLUMNS
+_ATTRIBUTES_AT = PREPARED_COLUMNS.index("attributes")
 
 #: the longest attribute value copied into the attribute index (`span_attributes.value`)
 MAX_INDEXED_VALUE = 500
@@ -73,9 +74,13 @@ class PreparedSpan:
     index_pairs: list[tuple[str, str]]
 
     def reindex(self, keys: Collection[str]) -> None:
-        """Recompute the indexed values for another key set (a reward registered a new key)."""
+        """Recompute the indexed values for another key set (a reward registered a new key).
+
+        Read from the attributes' JSON text, not the record: a record prepared in another
+        process comes without its attribute dict (`otlp_decoder`)."""
         self.indexed_for = frozenset(keys)
-        self.indexed_values = indexed_values(self.record.attributes, self.indexed_for)
+        attributes = orjson.loads(self.values[_ATTRIBUTES_AT])
+        self.indexed_values = indexed_values(attributes, self.indexed_for)
         self.index_pairs = index_pairs(self.indexed_values)
 
 

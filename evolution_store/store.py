@@ -20,7 +20,7 @@ from .models import ExecutionIn, RewardIn, SpanRecord, TaskIn
 from .promote import PriceTable
 from .queries import Page, RewardQuery, SpanQuery
 from .rewards import write_reward
-from .span_rows import prepare_spans
+from .span_rows import PreparedSpan, prepare_spans
 from .writer import WriteContext, Writer, first_line, is_bad_value
 
 #: Rough bytes per span when the caller cannot say (used for the queue's byte bound).
@@ -139,11 +139,34 @@ class EvolutionStore:
         if not spans and not rewards:
             return IngestResult()
         prepared = prepare_spans(spans, self._prices, self._indexed_keys)
-        payload = SpanPayload(prepared, list(rewards))
+        return await self.ingest_prepared(prepared, rewards, size_bytes=size_bytes)
+
+    async def ingest_prepared(
+        self,
+        spans: list[PreparedSpan],
+        rewards: Sequence[RewardIn] = (),
+        *,
+        size_bytes: int | None = None,
+    ) -> IngestResult:
+        """`ingest` for spans already through `span_rows.prepare_spans` (with `prices` and
+        `indexed_keys`), e.g. by an `OtlpDecoder` worker process."""
+        if not spans and not rewards:
+            return IngestResult()
+        payload = SpanPayload(spans, list(rewards))
         size = size_bytes if size_bytes is not None else APPROX_SPAN_BYTES * len(spans)
         return await self._writer.submit_batch(
             self._apply_spans, payload, spans=len(spans), size=size
         )
+
+    @property
+    def prices(self) -> PriceTable:
+        """The price table that fills `cost` for LLM spans that carry none."""
+        return self._prices
+
+    @property
+    def indexed_keys(self) -> frozenset[str]:
+        """The attribute keys copied into the attribute index, as the writer last read them."""
+        return self._indexed_keys
 
     async def _apply_spans(
         self, conn: AsyncConnection, ctx: WriteContext, payloads: list[SpanPayload]

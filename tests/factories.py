@@ -13,6 +13,7 @@ import time
 from typing import Any
 
 from evolution_store.models import RewardIn, SpanRecord, TaskIn
+from evolution_store.promote import PriceTable
 
 _counter = itertools.count(1)
 
@@ -94,3 +95,17 @@ def reward_body(value: float = 1.0, **overrides: Any) -> dict[str, Any]:
 
 def reward_in(value: float = 1.0, **overrides: Any) -> RewardIn:
     return RewardIn(**reward_body(value, **overrides))
+
+
+class FailingStore:
+    """Stands in for a store whose writer fails in a given way (overload, database down), for
+    the receivers' error answers; everything before the write (decoding) is real."""
+
+    prices = PriceTable()
+    indexed_keys: frozenset[str] = frozenset()
+
+    def __init__(self, error: Exception) -> None:
+        self.error = error
+
+    async def ingest_prepared(self, *args: Any, **kwargs: Any) -> Any:
+        raise self.error

@@ -12,6 +12,7 @@ from typing import Any
 import httpx
 import orjson
 import pytest
+from factories import FailingStore
 from fastapi import FastAPI
 from google.protobuf.json_format import MessageToDict
 from google.rpc import code_pb2, error_details_pb2, status_pb2
@@ -29,6 +30,7 @@ from opentelemetry.trace import Link, format_span_id, format_trace_id
 from api.routers.otlp import router
 from evolution_store.config import Settings
 from evolution_store.errors import Overloaded, StorageError
+from evolution_store.otlp_decoder import OtlpDecoder
 from evolution_store.queries import SpanQuery
 
 PB = {"content-type": "application/x-protobuf"}
@@ -253,18 +255,11 @@ async def test_write_key_is_needed_when_auth_is_on(make_client: Callable[..., An
         assert (await client.post("/v1/traces", content=body, headers=writer)).status_code == 200
 
 
-class _FailingStore:
-    def __init__(self, error: Exception) -> None:
-        self.error = error
-
-    async def ingest(self, *args: Any, **kwargs: Any) -> Any:
-        raise self.error
-
-
 def _app_with(store: Any) -> httpx.AsyncClient:
     app = FastAPI()
     app.include_router(router)
     app.state.store = store
+    app.state.decoder = OtlpDecoder(store)
     app.state.settings = Settings()
     return httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://test")
 
@@ -273,7 +268,7 @@ def _app_with(store: Any) -> httpx.AsyncClient:
 async def test_overload_is_503_with_retry_after(media: str) -> None:
     message = protobuf_request(finished_spans(1))
     body = message.SerializeToString() if media == "protobuf" else json_body(message)
-    async with _app_with(_FailingStore(Overloaded(retry_after=2.5))) as client:
+    async with _app_with(FailingStore(Overloaded(retry_after=2.5))) as client:
         response = await client.post(
             "/v1/traces", content=body, headers=PB if media == "protobuf" else JSON
         )
@@ -288,7 +283,7 @@ async def test_overload_is_503_with_retry_after(media: str) -> None:
 @pytest.mark.parametrize("error", [StorageError("disk on fire"), RuntimeError("bug")])
 async def test_storage_failures_are_503_never_500(error: Exception) -> None:
     body = protobuf_request(finished_spans(1)).SerializeToString()
-    async with _app_with(_FailingStore(error)) as client:
+    async with _app_with(FailingStore(error)) as client:
         response = await client.post("/v1/traces", content=body, headers=PB)
     assert response.status_code == 503
     assert status_of(response).code == code_pb2.UNAVAILABLE

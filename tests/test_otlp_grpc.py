@@ -11,6 +11,7 @@ from typing import Any
 
 import grpc
 import pytest
+from factories import FailingStore
 from google.rpc import code_pb2, error_details_pb2, status_pb2
 from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
@@ -123,16 +124,8 @@ async def test_message_cap_applies_after_decompression(serve: Target, store: Any
     assert await stored(store, trace_of(spans)) == []
 
 
-class _FailingStore:
-    def __init__(self, error: Exception) -> None:
-        self.error = error
-
-    async def ingest(self, *args: Any, **kwargs: Any) -> Any:
-        raise self.error
-
-
 async def test_overload_is_unavailable_with_retry_info(serve: Target) -> None:
-    target = await serve(_FailingStore(Overloaded(retry_after=1.5)))
+    target = await serve(FailingStore(Overloaded(retry_after=1.5)))
     with pytest.raises(grpc.aio.AioRpcError) as caught:
         await export(target, encode_spans(finished_spans(1)))
     error = caught.value
@@ -148,7 +141,7 @@ async def test_overload_is_unavailable_with_retry_info(serve: Target) -> None:
 
 @pytest.mark.parametrize("error", [StorageError("disk on fire"), RuntimeError("bug")])
 async def test_storage_failures_are_unavailable(serve: Target, error: Exception) -> None:
-    target = await serve(_FailingStore(error))
+    target = await serve(FailingStore(error))
     with pytest.raises(grpc.aio.AioRpcError) as caught:
         await export(target, encode_spans(finished_spans(1)))
     assert caught.value.code() == grpc.StatusCode.UNAVAILABLE

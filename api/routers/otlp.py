@@ -10,8 +10,9 @@ logic does the right thing:
     503  write queue full (Retry-After) or database unavailable (clients retry)
 
 Error bodies are a `google.rpc.Status` in the request's encoding. A 200 is sent only after
-`store.ingest` returned, i.e. after the transaction holding the spans committed; no background
-tasks. Nothing a client sends produces a 500.
+`store.ingest_prepared` returned, i.e. after the transaction holding the spans committed; no
+background tasks. Bodies are decoded by the app's `OtlpDecoder` (in worker processes under
+`evolution-store serve`). Nothing a client sends produces a 500.
 """
 
 from __future__ import annotations
@@ -28,7 +29,8 @@ from google.rpc import code_pb2, error_details_pb2, status_pb2
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceResponse
 
 from evolution_store.errors import EvolutionStoreError, InvalidInput, Overloaded, StorageError
-from evolution_store.otlp import DecodedRequest, decode_json, decode_protobuf
+from evolution_store.otlp import DecodedRequest
+from evolution_store.otlp_decoder import PreparedRequest
 
 logger = logging.getLogger("evolution_store.api.otlp")
 
@@ -100,7 +102,7 @@ async def export_traces(request: Request) -> Response:
         return _status_response(exc.status_code, exc.grpc_code, str(exc), media)
 
     try:
-        decoded = decode_protobuf(body) if media == PROTOBUF else decode_json(body)
+        prepared = await request.app.state.decoder.decode(body, json=media == JSON)
     except InvalidInput as exc:
         return _status_response(400, code_pb2.INVALID_ARGUMENT, str(exc), media)
     except Exception:
@@ -108,11 +110,11 @@ async def export_traces(request: Request) -> Response:
         logger.exception("OTLP decode failed unexpectedly")
         return _status_response(400, code_pb2.INVALID_ARGUMENT, "body could not be decoded", media)
 
-    if decoded.spans or decoded.rewards:
-        failure = await _ingest(request, decoded, len(body), media)
+    if prepared.spans or prepared.decoded.rewards:
+        failure = await _ingest(request, prepared, len(body), media)
         if failure is not None:
             return failure
-    return _success(decoded, media)
+    return _success(prepared.decoded, media)
 
 
 def _media_type(content_type: str) -> str | None:
@@ -120,12 +122,12 @@ def _media_type(content_type: str) -> str | None:
 
 
 async def _ingest(
-    request: Request, decoded: DecodedRequest, size: int, media: str
+    request: Request, prepared: PreparedRequest, size: int, media: str
 ) -> Response | None:
     """Hand the batch to the writer; None once committed, else the error answer."""
     store = request.app.state.store
     try:
-        await store.ingest(decoded.spans, decoded.rewards, size_bytes=size)
+        await store.ingest_prepared(prepared.spans, prepared.decoded.rewards, size_bytes=size)
     except Overloaded as exc:
         return _status_response(
             503, code_pb2.UNAVAILABLE, str(exc) or "overloaded", media, retry_after=exc.retry_after
