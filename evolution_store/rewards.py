@@ -232,16 +232,20 @@ async def resolve_for_spans(
     from .ingest import in_chunks, isin
 
     links: dict[int, list[int]] = defaultdict(list)
-    by_span_id: dict[str, list[NewSpan]] = defaultdict(list)
-    for span in new_spans:
-        by_span_id[span.span_id].append(span)
-    for chunk in in_chunks(list(by_span_id)):
-        rows = await conn.execute(
-            sa.select(rewards.c.pk, rewards.c.target_span_id, rewards.c.target_trace_id).where(
-                isin(conn, rewards.c.target_span_id, chunk)
+    found: list[Any] = []
+    for chunk in in_chunks(list({span.span_id for span in new_spans})):
+        found.extend(
+            await conn.execute(
+                sa.select(rewards.c.pk, rewards.c.target_span_id, rewards.c.target_trace_id).where(
+                    isin(conn, rewards.c.target_span_id, chunk)
+                )
             )
         )
-        for reward_pk, span_id, trace_id in rows:
+    if found:  # rare: only then is it worth indexing the group's spans by id
+        by_span_id: dict[str, list[NewSpan]] = defaultdict(list)
+        for span in new_spans:
+            by_span_id[span.span_id].append(span)
+        for reward_pk, span_id, trace_id in found:
             for span in by_span_id[span_id]:
                 if trace_id is None or trace_id == span.trace_id:
                     links[reward_pk].append(span.pk)
@@ -253,7 +257,8 @@ async def resolve_for_spans(
     ):
         await _link_roots(conn, roots, column, attribute, kind, links)
     await _match_selectors(conn, ctx, new_spans, links)
-    await _link(conn, ctx, links, {span.pk: span.span_id for span in new_spans})
+    if links:
+        await _link(conn, ctx, links, {span.pk: span.span_id for span in new_spans})
 
 
 async def _link_roots(
