@@ -74,6 +74,7 @@ class OtlpDecoder:
         self._store = store
         self._workers = max(0, workers)
         self._pool: ProcessPoolExecutor | None = None
+        self._closed = False
         self._slots = asyncio.Semaphore(max(1, self._workers) * IN_FLIGHT_PER_WORKER)
 
     @property
@@ -91,12 +92,16 @@ class OtlpDecoder:
 
     async def decode(self, body: bytes, *, json: bool) -> PreparedRequest:
         """Decode and prepare one export body. Raises `InvalidInput` for an undecodable body."""
-        if not self._workers:
+        if not self._workers or self._closed:
             return self._decode_here(body, json)
         async with self._slots:
             pool = self._ensure_pool()
             try:
                 future = pool.submit(_decode_in_worker, body, json, self._store.indexed_keys)
+            except RuntimeError:  # broken, or shut down by a request that found it broken
+                self._discard_pool(pool)
+                return self._decode_here(body, json)
+            try:
                 return await asyncio.wrap_future(future)
             except BrokenProcessPool:
                 logger.warning("OTLP decode worker died; decoding this request in-process")
@@ -104,7 +109,9 @@ class OtlpDecoder:
                 return self._decode_here(body, json)
 
     async def close(self) -> None:
-        """Stop the workers (blocking work, done off the loop). Idempotent."""
+        """Stop the workers (blocking work, done off the loop); later requests are decoded
+        in-process. Idempotent."""
+        self._closed = True
         pool, self._pool = self._pool, None
         if pool is not None:
             await asyncio.to_thread(pool.shutdown, wait=True, cancel_futures=True)

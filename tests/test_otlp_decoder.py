@@ -3,6 +3,7 @@ errors that still say what was wrong, and a worker that dies costing no request.
 
 from __future__ import annotations
 
+import asyncio
 import os
 import signal
 import time
@@ -120,9 +121,11 @@ async def test_a_killed_worker_costs_no_request(
     deadline = time.monotonic() + 10
     while _children() and time.monotonic() < deadline:
         time.sleep(0.05)
-    # The request that finds the pool broken is decoded on the loop; the next starts a new pool.
-    for _ in range(3):
-        assert len((await worker_decoder.decode(body, json=False)).spans) == 2
+    # The requests that find the pool broken are decoded on the loop; later ones start a new
+    # pool. Several at once: some wait for a slot while another discards the broken pool.
+    decoded = await asyncio.gather(*(worker_decoder.decode(body, json=False) for _ in range(6)))
+    assert [len(prepared.spans) for prepared in decoded] == [2] * 6
+    assert len((await worker_decoder.decode(body, json=False)).spans) == 2
     assert "decode worker died" in caplog.text
     assert len(_children()) == 1  # a new pool, with a new worker
 
@@ -141,6 +144,12 @@ async def test_spans_prepared_before_a_selector_key_existed_still_link(
     assert stored["resolved"] is True
     agent = next(span for span in prepared.spans if span.record.name == "agent")
     assert stored["span_ids"] == [agent.record.span_id]
+
+
+async def test_a_closed_decoder_decodes_in_process(worker_decoder: OtlpDecoder) -> None:
+    await worker_decoder.close()
+    assert len((await worker_decoder.decode(export_body(), json=False)).spans) == 2
+    assert _children() == []
 
 
 def test_workers_exit_when_the_server_is_killed(live_server) -> None:
