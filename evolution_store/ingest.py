@@ -111,33 +111,35 @@ async def _insert_spans(
     sequences = await _next_sequences(conn, ctx, records, owners)
     pks = await ctx.backend.reserve_pks(conn, spans, len(records))
     indexed = await indexed_key_set(conn, ctx)
-    span_rows: list[tuple[Any, ...]] = []
-    tag_rows: list[tuple[str, int]] = []
-    attribute_rows: list[tuple[str, str, int]] = []
-    new_spans: list[NewSpan] = []
-    now = ctx.now_ns
-    for span, pk, (task_id, execution_id), sequence in zip(
-        prepared, pks, owners, sequences, strict=True
-    ):
+    for span in prepared:
         if span.indexed_for != indexed:  # a key was registered after the span was prepared
             span.reindex(indexed)
-        span_rows.append((pk, task_id, execution_id, sequence, now, *span.values))
-        if span.tags:
-            tag_rows.extend([(tag, pk) for tag in span.tags])
-        if span.index_pairs:
-            attribute_rows.extend([(key, value, pk) for key, value in span.index_pairs])
-        record = span.record
-        new_spans.append(
-            NewSpan(
-                pk,
-                record.trace_id,
-                record.span_id,
-                record.parent_span_id is None,
-                task_id,
-                execution_id,
-                span.indexed_values,
-            )
+    now = ctx.now_ns
+    # Comprehensions, not one loop of appends: this runs for every span of every group.
+    span_rows = [
+        (pk, task_id, execution_id, sequence, now, *span.values)
+        for span, pk, (task_id, execution_id), sequence in zip(
+            prepared, pks, owners, sequences, strict=True
         )
+    ]
+    tag_rows = [(tag, pk) for span, pk in zip(prepared, pks, strict=True) for tag in span.tags]
+    attribute_rows = [
+        (key, value, pk)
+        for span, pk in zip(prepared, pks, strict=True)
+        for key, value in span.index_pairs
+    ]
+    new_spans = [
+        NewSpan(
+            pk,
+            span.record.trace_id,
+            span.record.span_id,
+            span.record.parent_span_id is None,
+            task_id,
+            execution_id,
+            span.indexed_values,
+        )
+        for span, pk, (task_id, execution_id) in zip(prepared, pks, owners, strict=True)
+    ]
     # Fresh primary keys: none of these rows can conflict with a stored one.
     await ctx.backend.insert_rows(conn, spans, SPAN_COLUMNS, span_rows, fresh=True)
     await ctx.backend.insert_rows(conn, span_tags, ("tag", "span_pk"), tag_rows, fresh=True)
