@@ -8,7 +8,9 @@ backend's bulk insert. No per-span statement anywhere (STYLE "Don'ts").
 
 from __future__ import annotations
 
+import functools
 from collections import defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -16,9 +18,9 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from . import rewards as reward_writes
-from .backends import any_of
+from .backends import any_of, in_param, in_value
 from .models import RewardIn, SpanRecord, new_id
-from .schema import executions, span_attributes, span_tags, spans, tasks
+from .schema import executions, indexed_keys, span_attributes, span_tags, spans, tasks
 from .span_rows import SPAN_COLUMNS, PreparedSpan
 from .span_rows import dumps as dumps  # re-exported: records and rewards write JSON too
 from .writer import WriteContext
@@ -62,12 +64,52 @@ def isin(conn: AsyncConnection, column: Any, values: list[Any]) -> Any:
     return any_of(column, values, conn.dialect.name)
 
 
+async def fetch_in(
+    conn: AsyncConnection,
+    ctx: WriteContext,
+    query: Callable[[str], sa.Executable],
+    values: list[Any],
+    **params: Any,
+) -> list[Any]:
+    """The rows of `query(dialect)` for every chunk of `values`, each in one driver round trip
+    (`Backend.fetch_all`). `query` builds its statement once per dialect (`functools.cache`),
+    with the IN list as the parameter `values` (`backends.in_param`) and `params` by name.
+
+    The writer's lookups go through here: a statement built and run through SQLAlchemy each
+    time took ~450 µs on SQLite, this ~80 µs, and a group makes a dozen of them."""
+    dialect = conn.dialect.name
+    statement = query(dialect)
+    rows: list[Any] = []
+    for chunk in in_chunks(values):
+        parameters = {"values": in_value(chunk, dialect), **params}
+        rows.extend(await ctx.backend.fetch_all(conn, statement, parameters))
+    return rows
+
+
+async def select_in(
+    conn: AsyncConnection,
+    ctx: WriteContext,
+    columns: tuple[sa.Column[Any], ...],
+    key: sa.Column[Any],
+    values: list[Any],
+) -> list[Any]:
+    """`SELECT columns WHERE key IN values` through `fetch_in`."""
+    return await fetch_in(conn, ctx, functools.partial(_select_in, columns, key), values)
+
+
+@functools.cache
+def _select_in(
+    columns: tuple[sa.Column[Any], ...], key: sa.Column[Any], dialect: str
+) -> sa.Select[Any]:
+    return sa.select(*columns).where(in_param(key, "values", dialect))
+
+
 async def apply_span_payloads(
     conn: AsyncConnection, ctx: WriteContext, payloads: list[SpanPayload]
 ) -> list[IngestResult]:
     """The writer's batch operation for spans: all payloads of a group in one pass."""
     prepared = [span for payload in payloads for span in payload.spans]
-    fresh = await _fresh_flags(conn, [span.record for span in prepared])
+    fresh = await _fresh_flags(conn, ctx, [span.record for span in prepared])
     new = [span for span, is_new in zip(prepared, fresh, strict=True) if is_new]
     new_spans = await _insert_spans(conn, ctx, new) if new else []
     if new_spans:
@@ -86,15 +128,15 @@ async def apply_span_payloads(
     return results
 
 
-async def _fresh_flags(conn: AsyncConnection, records: list[SpanRecord]) -> list[bool]:
+async def _fresh_flags(
+    conn: AsyncConnection, ctx: WriteContext, records: list[SpanRecord]
+) -> list[bool]:
     """True for each record not yet stored and not repeated earlier in the same group."""
-    existing: set[tuple[str, str]] = set()
     span_ids = list({record.span_id for record in records})
-    for chunk in in_chunks(span_ids):
-        rows = await conn.execute(
-            sa.select(spans.c.trace_id, spans.c.span_id).where(isin(conn, spans.c.span_id, chunk))
-        )
-        existing.update((row[0], row[1]) for row in rows)
+    rows = await select_in(
+        conn, ctx, (spans.c.trace_id, spans.c.span_id), spans.c.span_id, span_ids
+    )
+    existing: set[tuple[str, str]] = {(row[0], row[1]) for row in rows}
     flags = []
     for record in records:
         key = (record.trace_id, record.span_id)
@@ -150,14 +192,15 @@ async def _insert_spans(
     return new_spans
 
 
+_INDEXED_KEYS = sa.select(indexed_keys.c.key)
+
+
 async def indexed_key_set(conn: AsyncConnection, ctx: WriteContext) -> set[str]:
     """Attribute keys copied into `span_attributes` (defaults + keys rewards have selected on).
 
     Read once per transaction: another process may have registered a key since."""
     if "indexed_keys" not in ctx.cache:
-        from .schema import indexed_keys
-
-        rows = await conn.execute(sa.select(indexed_keys.c.key))
+        rows = await ctx.backend.fetch_all(conn, _INDEXED_KEYS, {})
         ctx.cache["indexed_keys"] = {row[0] for row in rows}
     return ctx.cache["indexed_keys"]
 
@@ -175,9 +218,9 @@ async def _assign_owners(
     execution; a span with neither belongs to a task (and single execution) named by its
     trace id.
     """
-    wanted = await _inherit_trace_owners(conn, records, named)
+    wanted = await _inherit_trace_owners(conn, ctx, records, named)
     execution_ids = list({execution for _, execution in wanted if execution})
-    known_executions = await _execution_tasks(conn, execution_ids)
+    known_executions = await _execution_tasks(conn, ctx, execution_ids)
     owners: list[tuple[str | None, str | None]] = []
     for record, (task_id, execution_id) in zip(records, wanted, strict=True):
         if execution_id:
@@ -186,7 +229,7 @@ async def _assign_owners(
             task_id = execution_id = record.trace_id
         owners.append((task_id, execution_id))
     tasks_without_execution = list({task for task, execution in owners if not execution})
-    latest = await _latest_executions(conn, tasks_without_execution)
+    latest = await _latest_executions(conn, ctx, tasks_without_execution)
     for task_id in tasks_without_execution:
         latest.setdefault(task_id, new_id())
     resolved = [(task, execution or latest[task]) for task, execution in owners]
@@ -196,6 +239,7 @@ async def _assign_owners(
 
 async def _inherit_trace_owners(
     conn: AsyncConnection,
+    ctx: WriteContext,
     records: list[SpanRecord],
     wanted: list[tuple[str | None, str | None]],
 ) -> list[tuple[str | None, str | None]]:
@@ -211,12 +255,9 @@ async def _inherit_trace_owners(
         if not any(ids) and record.trace_id not in by_trace
     }
     if orphans:
-        rows = await conn.execute(
-            sa.select(spans.c.trace_id, spans.c.task_id, spans.c.execution_id).where(
-                isin(conn, spans.c.trace_id, sorted(orphans)), spans.c.task_id != spans.c.trace_id
-            )
-        )
-        for trace, task_id, execution_id in rows:
+        for trace, task_id, execution_id in await fetch_in(
+            conn, ctx, _named_owners_of_traces, sorted(orphans)
+        ):
             by_trace.setdefault(trace, (task_id, execution_id))
     return [
         ids if any(ids) else by_trace.get(record.trace_id, ids)
@@ -224,29 +265,31 @@ async def _inherit_trace_owners(
     ]
 
 
-async def _execution_tasks(conn: AsyncConnection, execution_ids: list[str]) -> dict[str, str]:
-    found: dict[str, str] = {}
-    for chunk in in_chunks(execution_ids):
-        rows = await conn.execute(
-            sa.select(executions.c.id, executions.c.task_id).where(
-                isin(conn, executions.c.id, chunk)
-            )
-        )
-        found.update((row[0], row[1]) for row in rows)
-    return found
+@functools.cache
+def _named_owners_of_traces(dialect: str) -> sa.Select[Any]:
+    # A span whose task is not its trace id was placed by a named task or execution.
+    return sa.select(spans.c.trace_id, spans.c.task_id, spans.c.execution_id).where(
+        in_param(spans.c.trace_id, "values", dialect), spans.c.task_id != spans.c.trace_id
+    )
 
 
-async def _latest_executions(conn: AsyncConnection, task_ids: list[str]) -> dict[str, str]:
+async def _execution_tasks(
+    conn: AsyncConnection, ctx: WriteContext, execution_ids: list[str]
+) -> dict[str, str]:
+    columns = (executions.c.id, executions.c.task_id)
+    return dict(await select_in(conn, ctx, columns, executions.c.id, execution_ids))
+
+
+async def _latest_executions(
+    conn: AsyncConnection, ctx: WriteContext, task_ids: list[str]
+) -> dict[str, str]:
     latest: dict[str, tuple[int, str]] = {}
-    for chunk in in_chunks(task_ids):
-        rows = await conn.execute(
-            sa.select(executions.c.task_id, executions.c.attempt, executions.c.id).where(
-                isin(conn, executions.c.task_id, chunk)
-            )
-        )
-        for task_id, attempt, execution_id in rows:
-            if task_id not in latest or attempt > latest[task_id][0]:
-                latest[task_id] = (attempt, execution_id)
+    columns = (executions.c.task_id, executions.c.attempt, executions.c.id)
+    for task_id, attempt, execution_id in await select_in(
+        conn, ctx, columns, executions.c.task_id, task_ids
+    ):
+        if task_id not in latest or attempt > latest[task_id][0]:
+            latest[task_id] = (attempt, execution_id)
     return {task_id: execution_id for task_id, (_, execution_id) in latest.items()}
 
 
@@ -265,10 +308,8 @@ async def _create_missing(
             task_names[task_id] = record.name
         if execution_id not in known_executions:
             new_executions[execution_id] = task_id
-    existing_tasks: set[str] = set()
-    for chunk in in_chunks(list(task_names)):
-        rows = await conn.execute(sa.select(tasks.c.id).where(isin(conn, tasks.c.id, chunk)))
-        existing_tasks.update(row[0] for row in rows)
+    rows = await select_in(conn, ctx, (tasks.c.id,), tasks.c.id, list(task_names))
+    existing_tasks = {row[0] for row in rows}
     task_rows = [
         {
             "id": task_id,
@@ -284,10 +325,10 @@ async def _create_missing(
     await ctx.backend.insert_ignore(conn, tasks, task_rows, fresh=True)
     if not new_executions:
         return
-    still_missing = await _filter_missing(conn, new_executions)
+    still_missing = await _filter_missing(conn, ctx, new_executions)
     # Tasks created just now have no executions yet: only older ones need their last attempt.
     attempts = await _max_attempts(
-        conn, list({task for task in still_missing.values() if task in existing_tasks})
+        conn, ctx, list({task for task in still_missing.values() if task in existing_tasks})
     )
     execution_rows = []
     for execution_id, task_id in still_missing.items():
@@ -306,21 +347,26 @@ async def _create_missing(
     await ctx.backend.insert_ignore(conn, executions, execution_rows, fresh=True)
 
 
-async def _filter_missing(conn: AsyncConnection, candidates: dict[str, str]) -> dict[str, str]:
-    present = await _execution_tasks(conn, list(candidates))
+async def _filter_missing(
+    conn: AsyncConnection, ctx: WriteContext, candidates: dict[str, str]
+) -> dict[str, str]:
+    present = await _execution_tasks(conn, ctx, list(candidates))
     return {key: value for key, value in candidates.items() if key not in present}
 
 
-async def _max_attempts(conn: AsyncConnection, task_ids: list[str]) -> dict[str, int]:
-    found: dict[str, int] = {}
-    for chunk in in_chunks(task_ids):
-        rows = await conn.execute(
-            sa.select(executions.c.task_id, sa.func.max(executions.c.attempt))
-            .where(isin(conn, executions.c.task_id, chunk))
-            .group_by(executions.c.task_id)
-        )
-        found.update((row[0], row[1]) for row in rows)
-    return found
+async def _max_attempts(
+    conn: AsyncConnection, ctx: WriteContext, task_ids: list[str]
+) -> dict[str, int]:
+    return dict(await fetch_in(conn, ctx, _last_attempts, task_ids))
+
+
+@functools.cache
+def _last_attempts(dialect: str) -> sa.Select[Any]:
+    return (
+        sa.select(executions.c.task_id, sa.func.max(executions.c.attempt))
+        .where(in_param(executions.c.task_id, "values", dialect))
+        .group_by(executions.c.task_id)
+    )
 
 
 async def _next_sequences(
@@ -345,6 +391,19 @@ async def _next_sequences(
     return sequences
 
 
+@functools.cache
+def _end_executions(dialect: str) -> sa.Update:
+    return (
+        sa.update(executions)
+        .where(in_param(executions.c.id, "values", dialect), executions.c.status == "running")
+        .values(
+            status=sa.bindparam("outcome"),
+            updated_at=sa.bindparam("now"),
+            ended_at=sa.bindparam("now"),
+        )
+    )
+
+
 async def _settle_executions_from_roots(
     conn: AsyncConnection,
     ctx: WriteContext,
@@ -364,11 +423,7 @@ async def _settle_executions_from_roots(
 
     for status in ("succeeded", "failed"):
         ids = [execution_id for execution_id, value in outcome.items() if value == status]
-        for chunk in in_chunks(ids):
-            await conn.execute(
-                sa.update(executions)
-                .where(isin(conn, executions.c.id, chunk), executions.c.status == "running")
-                .values(status=status, updated_at=ctx.now_ns, ended_at=ctx.now_ns)
-            )
+        if ids:
+            await fetch_in(conn, ctx, _end_executions, ids, outcome=status, now=ctx.now_ns)
     task_ids = list({task_id for (task_id, execution_id) in owners if execution_id in outcome})
     await refresh_task_status(conn, ctx, task_ids)

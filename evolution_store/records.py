@@ -3,13 +3,15 @@ its group transaction (see `writer.Writer.submit`)."""
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from .backends import in_param
 from .errors import InvalidInput, NotFound
-from .ingest import dumps, in_chunks, isin
+from .ingest import dumps, fetch_in
 from .models import EXECUTION_STATUSES, TASK_STATUSES, ExecutionIn, TaskIn, new_id
 from .schema import (
     executions,
@@ -148,6 +150,12 @@ async def refresh_task_status(
     conn: AsyncConnection, ctx: WriteContext, task_ids: list[str]
 ) -> None:
     """Each task's status follows its latest execution (a cancelled task stays cancelled)."""
+    if task_ids:
+        await fetch_in(conn, ctx, _follow_latest_execution, task_ids, now=ctx.now_ns)
+
+
+@functools.cache
+def _follow_latest_execution(dialect: str) -> sa.Update:
     latest = (
         sa.select(executions.c.status)
         .where(executions.c.task_id == tasks.c.id)
@@ -156,12 +164,11 @@ async def refresh_task_status(
         .scalar_subquery()
     )
     mapped = sa.case(TASK_STATUS_FOR_EXECUTION, value=latest, else_=tasks.c.status)
-    for chunk in in_chunks(task_ids):
-        await conn.execute(
-            sa.update(tasks)
-            .where(isin(conn, tasks.c.id, chunk), tasks.c.status != "cancelled")
-            .values(status=mapped, updated_at=ctx.now_ns)
-        )
+    return (
+        sa.update(tasks)
+        .where(in_param(tasks.c.id, "values", dialect), tasks.c.status != "cancelled")
+        .values(status=mapped, updated_at=sa.bindparam("now"))
+    )
 
 
 async def add_span_tags(

@@ -27,6 +27,7 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from .backends import in_param
 from .models import RESERVED_LINK_KEYS, RewardIn, link_value_text, new_id
 from .queries import MAX_LINKED_IDS, reward_dict
 from .schema import (
@@ -229,18 +230,12 @@ async def resolve_for_spans(
     conn: AsyncConnection, ctx: WriteContext, new_spans: list[NewSpan]
 ) -> None:
     """Link every stored reward whose target matches one of the spans just inserted."""
-    from .ingest import in_chunks, isin
+    from .ingest import select_in
 
     links: dict[int, list[int]] = defaultdict(list)
-    found: list[Any] = []
-    for chunk in in_chunks(list({span.span_id for span in new_spans})):
-        found.extend(
-            await conn.execute(
-                sa.select(rewards.c.pk, rewards.c.target_span_id, rewards.c.target_trace_id).where(
-                    isin(conn, rewards.c.target_span_id, chunk)
-                )
-            )
-        )
+    span_ids = list({span.span_id for span in new_spans})
+    columns = (rewards.c.pk, rewards.c.target_span_id, rewards.c.target_trace_id)
+    found = await select_in(conn, ctx, columns, rewards.c.target_span_id, span_ids)
     if found:  # rare: only then is it worth indexing the group's spans by id
         by_span_id: dict[str, list[NewSpan]] = defaultdict(list)
         for span in new_spans:
@@ -250,12 +245,8 @@ async def resolve_for_spans(
                 if trace_id is None or trace_id == span.trace_id:
                     links[reward_pk].append(span.pk)
     roots = [span for span in new_spans if span.is_root]
-    for column, attribute, kind in (
-        (rewards.c.target_trace_id, "trace_id", "trace"),
-        (rewards.c.target_execution_id, "execution_id", "execution"),
-        (rewards.c.target_task_id, "task_id", "task"),
-    ):
-        await _link_roots(conn, roots, column, attribute, kind, links)
+    for kind in ("trace", "execution", "task"):
+        await _link_roots(conn, ctx, roots, kind, links)
     await _match_selectors(conn, ctx, new_spans, links)
     if links:
         await _link(conn, ctx, links, {span.pk: span.span_id for span in new_spans})
@@ -263,25 +254,28 @@ async def resolve_for_spans(
 
 async def _link_roots(
     conn: AsyncConnection,
+    ctx: WriteContext,
     roots: list[NewSpan],
-    column: sa.Column[Any],
-    attribute: str,
     kind: str,
     links: dict[int, list[int]],
 ) -> None:
-    from .ingest import in_chunks, isin
+    """Link the rewards that target the trace, execution or task (`kind`) of a new root."""
+    from .ingest import fetch_in
 
     by_value: dict[str, list[int]] = defaultdict(list)
     for span in roots:
-        by_value[getattr(span, attribute)].append(span.pk)
-    for chunk in in_chunks(list(by_value)):
-        rows = await conn.execute(
-            sa.select(rewards.c.pk, column).where(
-                isin(conn, column, chunk), rewards.c.target_kind == kind
-            )
-        )
-        for reward_pk, value in rows:
-            links[reward_pk].extend(by_value[value])
+        by_value[getattr(span, f"{kind}_id")].append(span.pk)
+    query = functools.partial(_rewards_for_roots, kind)
+    for reward_pk, value in await fetch_in(conn, ctx, query, list(by_value)):
+        links[reward_pk].extend(by_value[value])
+
+
+@functools.cache
+def _rewards_for_roots(kind: str, dialect: str) -> sa.Select[Any]:
+    column = rewards.c[f"target_{kind}_id"]
+    return sa.select(rewards.c.pk, column).where(
+        in_param(column, "values", dialect), rewards.c.target_kind == kind
+    )
 
 
 async def _match_selectors(
@@ -291,7 +285,7 @@ async def _match_selectors(
     links: dict[int, list[int]],
 ) -> None:
     """Find rewards whose selectors all equal some new span's attributes."""
-    from .ingest import in_chunks, indexed_key_set, isin
+    from .ingest import fetch_in, indexed_key_set, select_in
 
     # Only keys some selector has used (or the default link keys) are looked up; the ids
     # `trace_id`/`span_id` count once a selector has named them.
@@ -304,28 +298,28 @@ async def _match_selectors(
             pairs[key].add(value)
     candidates: set[int] = set()
     for key, values in pairs.items():
-        for chunk in in_chunks(sorted(values)):
-            rows = await conn.execute(
-                sa.select(reward_selectors.c.reward_pk).where(
-                    reward_selectors.c.key == key, isin(conn, reward_selectors.c.value, chunk)
-                )
-            )
-            candidates.update(row[0] for row in rows)
+        rows = await fetch_in(conn, ctx, _selectors_on_values, sorted(values), key=key)
+        candidates.update(row[0] for row in rows)
     if not candidates:
         return
     wanted: dict[int, dict[str, str]] = defaultdict(dict)
-    for chunk in in_chunks(sorted(candidates)):
-        rows = await conn.execute(
-            sa.select(
-                reward_selectors.c.reward_pk, reward_selectors.c.key, reward_selectors.c.value
-            ).where(isin(conn, reward_selectors.c.reward_pk, chunk))
-        )
-        for reward_pk, key, value in rows:
-            wanted[reward_pk][key] = value
+    columns = (reward_selectors.c.reward_pk, reward_selectors.c.key, reward_selectors.c.value)
+    for reward_pk, key, value in await select_in(
+        conn, ctx, columns, reward_selectors.c.reward_pk, sorted(candidates)
+    ):
+        wanted[reward_pk][key] = value
     for reward_pk, selectors in wanted.items():
         for span, values in zip(new_spans, span_values, strict=True):
             if all(values.get(key) == value for key, value in selectors.items()):
                 links[reward_pk].append(span.pk)
+
+
+@functools.cache
+def _selectors_on_values(dialect: str) -> sa.Select[Any]:
+    return sa.select(reward_selectors.c.reward_pk).where(
+        reward_selectors.c.key == sa.bindparam("key"),
+        in_param(reward_selectors.c.value, "values", dialect),
+    )
 
 
 def _selector_values(span: NewSpan, id_keys: list[str]) -> dict[str, str]:

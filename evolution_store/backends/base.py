@@ -46,8 +46,9 @@ class Backend:
         self, conn: AsyncConnection, statement: sa.Executable, params: dict[str, Any]
     ) -> list[Any]:
         """All rows of a statement built once with bind parameters, on the writer's hot path
-        (a backend may skip SQLAlchemy's per-execution work)."""
-        return list(await conn.execute(statement, params))
+        (a backend may skip SQLAlchemy's per-execution work); [] for one that returns none."""
+        result = await conn.execute(statement, params)
+        return list(result) if result.returns_rows else []
 
     async def insert_ignore(
         self,

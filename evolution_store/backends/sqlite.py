@@ -103,8 +103,7 @@ class SQLiteBackend(Backend):
 
     async def reserve_pks(self, conn: AsyncConnection, table: sa.Table, count: int) -> list[int]:
         # Safe because the writer holds SQLite's write lock (BEGIN IMMEDIATE) for the whole group.
-        pk = table.c.pk
-        top = (await conn.execute(sa.select(sa.func.max(pk)))).scalar() or 0
+        top = (await self.fetch_all(conn, _highest_pk(table), {}))[0][0] or 0
         return list(range(top + 1, top + 1 + count))
 
     async def insert_rows(
@@ -135,8 +134,8 @@ class SQLiteBackend(Backend):
         # Straight to the driver, on the connection of the open transaction: aiosqlite's
         # `execute_fetchall` is one round trip to its thread, where SQLAlchemy's cursor takes
         # four (cursor, execute, fetch, close). A reward's write is then a few hops, not a dozen.
-        sql, names = _compiled(statement, conn.dialect)
-        args = [params[name] for name in names]
+        sql, names, defaults = _compiled(statement, conn.dialect)
+        args = [params[name] if name in params else defaults[name] for name in names]
         if self.statement_hook is not None:
             self.statement_hook(sql, args)
         raw = await conn.get_raw_connection()
@@ -145,13 +144,8 @@ class SQLiteBackend(Backend):
     async def advance_counters(
         self, conn: AsyncConnection, counts: dict[str, int]
     ) -> dict[str, int]:
-        rows = await conn.execute(
-            sa.text(
-                "UPDATE tasks SET span_count = tasks.span_count + v.value "
-                "FROM json_each(:counts) AS v WHERE tasks.id = v.key "
-                "RETURNING tasks.id, tasks.span_count"
-            ),
-            {"counts": orjson.dumps(counts).decode()},
+        rows = await self.fetch_all(
+            conn, _ADVANCE_COUNTERS, {"counts": orjson.dumps(counts).decode()}
         )
         return {row[0]: row[1] for row in rows}
 
@@ -228,10 +222,26 @@ def _check_directory(database: str) -> None:
         raise StorageError(f"unable to open database file: no directory {directory}")
 
 
+_ADVANCE_COUNTERS = sa.text(
+    "UPDATE tasks SET span_count = tasks.span_count + v.value "
+    "FROM json_each(:counts) AS v WHERE tasks.id = v.key "
+    "RETURNING tasks.id, tasks.span_count"
+)
+
+
+@functools.cache
+def _highest_pk(table: sa.Table) -> sa.Select[Any]:
+    return sa.select(sa.func.max(table.c.pk))
+
+
 @functools.lru_cache(maxsize=256)
-def _compiled(statement: sa.Executable, dialect: Any) -> tuple[str, tuple[str, ...]]:
+def _compiled(
+    statement: sa.Executable, dialect: Any
+) -> tuple[str, tuple[str, ...], dict[str, Any]]:
+    """SQL text, parameter names in order, and the values of parameters bound in the
+    statement itself (literals such as `column == "trace"`)."""
     compiled = statement.compile(dialect=dialect)
-    return compiled.string, tuple(compiled.positiontup or ())
+    return compiled.string, tuple(compiled.positiontup or ()), dict(compiled.params)
 
 
 @functools.lru_cache(maxsize=64)
