@@ -49,6 +49,19 @@ PREPARED_COLUMNS = (
 )
 SPAN_COLUMNS = WRITER_COLUMNS + PREPARED_COLUMNS
 _ATTRIBUTES_AT = PREPARED_COLUMNS.index("attributes")
+#: where the fields the writer reads from a record sit in its prepared values
+_RECORD_FIELDS_AT = tuple(
+    (field, PREPARED_COLUMNS.index(field))
+    for field in (
+        "trace_id",
+        "span_id",
+        "parent_span_id",
+        "name",
+        "start_time",
+        "end_time",
+        "status_code",
+    )
+)
 
 #: the longest attribute value copied into the attribute index (`span_attributes.value`)
 MAX_INDEXED_VALUE = 500
@@ -72,6 +85,26 @@ class PreparedSpan:
     indexed_values: dict[str, str]
     #: (key, value) of its `span_attributes` rows (see `index_pairs`)
     index_pairs: list[tuple[str, str]]
+
+    def state(self) -> tuple[Any, ...]:
+        """What `from_state` needs, as plain values: cheap to pickle, unlike the objects
+        (`otlp_decoder` sends prepared spans between processes)."""
+        return (
+            self.values,
+            self.tags,
+            self.owner_ids,
+            self.indexed_for,
+            self.indexed_values,
+            self.index_pairs,
+        )
+
+    @classmethod
+    def from_state(cls, state: tuple[Any, ...]) -> PreparedSpan:
+        """A prepared span from `state()`. Its record holds only what the writer reads from it
+        (ids, name, times, status), taken from the prepared values."""
+        values = state[0]
+        record = SpanRecord(**{field: values[at] for field, at in _RECORD_FIELDS_AT})
+        return cls(record, *state)
 
     def reindex(self, keys: Collection[str]) -> None:
         """Recompute the indexed values for another key set (a reward registered a new key).
