@@ -49,10 +49,10 @@ PREPARED_COLUMNS = (
 )
 SPAN_COLUMNS = WRITER_COLUMNS + PREPARED_COLUMNS
 _ATTRIBUTES_AT = PREPARED_COLUMNS.index("attributes")
-#: where the fields the writer reads from a record sit in its prepared values
-_RECORD_FIELDS_AT = tuple(
-    (field, PREPARED_COLUMNS.index(field))
-    for field in (
+#: where the record fields the writer reads sit in the prepared values (`from_state`)
+_TRACE_ID_AT, _SPAN_ID_AT, _PARENT_AT, _NAME_AT, _START_AT, _END_AT, _STATUS_AT = (
+    PREPARED_COLUMNS.index(name)
+    for name in (
         "trace_id",
         "span_id",
         "parent_span_id",
@@ -103,7 +103,15 @@ class PreparedSpan:
         """A prepared span from `state()`. Its record holds only what the writer reads from it
         (ids, name, times, status), taken from the prepared values."""
         values = state[0]
-        record = SpanRecord(**{field: values[at] for field, at in _RECORD_FIELDS_AT})
+        record = SpanRecord(
+            trace_id=values[_TRACE_ID_AT],
+            span_id=values[_SPAN_ID_AT],
+            parent_span_id=values[_PARENT_AT],
+            name=values[_NAME_AT],
+            start_time=values[_START_AT],
+            end_time=values[_END_AT],
+            status_code=values[_STATUS_AT],
+        )
         return cls(record, *state)
 
     def reindex(self, keys: Collection[str]) -> None:
