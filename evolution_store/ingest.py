@@ -18,7 +18,7 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from . import rewards as reward_writes
-from .backends import any_of, in_param, in_value
+from .backends import in_param, in_value
 from .models import RewardIn, SpanRecord, new_id
 from .schema import executions, indexed_keys, span_attributes, span_tags, spans, tasks
 from .span_rows import SPAN_COLUMNS, PreparedSpan
@@ -57,11 +57,6 @@ class NewSpan:
 
 def in_chunks(values: list[Any], size: int = 50_000) -> list[list[Any]]:
     return [values[i : i + size] for i in range(0, len(values), size)]
-
-
-def isin(conn: AsyncConnection, column: Any, values: list[Any]) -> Any:
-    """`column IN values` as one bound parameter (see `backends.any_of`)."""
-    return any_of(column, values, conn.dialect.name)
 
 
 async def fetch_in(

@@ -126,10 +126,7 @@ class OtlpDecoder:
             await asyncio.to_thread(pool.shutdown, wait=True, cancel_futures=True)
 
     def _decode_here(self, body: bytes, json: bool) -> PreparedRequest:
-        decoded = decode_json(body) if json else decode_protobuf(body)
-        spans = prepare_spans(decoded.spans, self._store.prices, self._store.indexed_keys)
-        decoded.spans = []
-        return PreparedRequest(decoded, spans)
+        return _decode_and_prepare(body, json, self._store.prices, self._store.indexed_keys)
 
     def _ensure_pool(self) -> ProcessPoolExecutor:
         if self._pool is None:
@@ -176,7 +173,13 @@ def _exit_with_parent(parent: int) -> None:
 
 
 def _decode_in_worker(body: bytes, json: bool, indexed_keys: frozenset[str]) -> PreparedRequest:
+    return _decode_and_prepare(body, json, _prices, indexed_keys)
+
+
+def _decode_and_prepare(
+    body: bytes, json: bool, prices: PriceTable, indexed_keys: frozenset[str]
+) -> PreparedRequest:
     decoded = decode_json(body) if json else decode_protobuf(body)
-    spans = prepare_spans(decoded.spans, _prices, indexed_keys)
-    decoded.spans = []
+    spans = prepare_spans(decoded.spans, prices, indexed_keys)
+    decoded.spans = []  # they travel as prepared spans only
     return PreparedRequest(decoded, spans)

@@ -341,7 +341,7 @@ async def _link(
     span_ids: dict[int, str],
 ) -> None:
     """Link rewards to spans (`links`: reward pk -> span pks; `span_ids`: span pk -> id)."""
-    from .ingest import in_chunks, isin
+    from .ingest import fetch_in
 
     rows = [
         {"reward_pk": reward_pk, "span_pk": span_pk, "span_id": span_ids[span_pk]}
@@ -352,29 +352,29 @@ async def _link(
         return
     await ctx.backend.insert_ignore(conn, reward_links, rows)
     await _inherit_span_tags(conn, ctx, rows)
-    for chunk in in_chunks(sorted(links)):
-        await conn.execute(
-            sa.update(rewards)
-            .where(isin(conn, rewards.c.pk, chunk), rewards.c.resolved_at.is_(None))
-            .values(resolved_at=ctx.now_ns)
-        )
+    await fetch_in(conn, ctx, _mark_resolved, sorted(links), now=ctx.now_ns)
+
+
+@functools.cache
+def _mark_resolved(dialect: str) -> sa.Update:
+    return (
+        sa.update(rewards)
+        .where(in_param(rewards.c.pk, "values", dialect), rewards.c.resolved_at.is_(None))
+        .values(resolved_at=sa.bindparam("now"))
+    )
 
 
 async def _inherit_span_tags(
     conn: AsyncConnection, ctx: WriteContext, link_rows: list[dict[str, int]]
 ) -> None:
     """Copy the tags of newly linked spans to `reward_span_tags` (see schema)."""
-    from .ingest import in_chunks, isin
+    from .ingest import select_in
 
     tags_of: dict[int, list[str]] = defaultdict(list)
-    for chunk in in_chunks(sorted({row["span_pk"] for row in link_rows})):
-        found = await conn.execute(
-            sa.select(span_tags.c.span_pk, span_tags.c.tag).where(
-                isin(conn, span_tags.c.span_pk, chunk)
-            )
-        )
-        for span_pk, tag in found:
-            tags_of[span_pk].append(tag)
+    span_pks = sorted({row["span_pk"] for row in link_rows})
+    columns = (span_tags.c.span_pk, span_tags.c.tag)
+    for span_pk, tag in await select_in(conn, ctx, columns, span_tags.c.span_pk, span_pks):
+        tags_of[span_pk].append(tag)
     pairs = {
         (tag, row["reward_pk"]) for row in link_rows for tag in tags_of.get(row["span_pk"], ())
     }

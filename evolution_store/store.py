@@ -136,8 +136,6 @@ class EvolutionStore:
     ) -> IngestResult:
         """Store spans (idempotent on trace_id + span_id) and rewards carried with them.
         Returns after the transaction holding them has committed."""
-        if not spans and not rewards:
-            return IngestResult()
         prepared = prepare_spans(spans, self._prices, self._indexed_keys)
         return await self.ingest_prepared(prepared, rewards, size_bytes=size_bytes)
 

@@ -47,32 +47,23 @@ def backend_for(url: str) -> Backend:
     return PostgresBackend(url)
 
 
-def any_of(column: Any, values: Sequence[Any], dialect: str) -> Any:
-    """`column IN (values)` with ONE bound parameter, whatever the number of values.
+def in_param(column: Any, name: str, dialect: str) -> Any:
+    """`column IN (values)` with ONE bound parameter, `name`, whatever the number of values;
+    give it `in_value(values, dialect)`. Built once, a statement runs for any list.
 
     A plain `IN` renders a parameter per value: thousands of them, a fresh compile for each
     batch size, and the backend's parameter limit to chunk around. SQLite takes the values
     as a JSON array through `json_each`; Postgres as an array through `= ANY(…)`.
     """
-    return _in(column, dialect, None, value=in_value(values, dialect))
+    if dialect == "postgresql":
+        from sqlalchemy.dialects.postgresql import ARRAY
 
-
-def in_param(column: Any, name: str, dialect: str) -> Any:
-    """`any_of` for a statement built once and run many times: the values are the named
-    parameter `name`, to be given as `in_value(values, dialect)`."""
-    return _in(column, dialect, name)
+        element = sa.BigInteger() if isinstance(column.type, sa.Integer) else sa.Text()
+        return column == sa.any_(sa.bindparam(name, type_=ARRAY(element)))
+    table = sa.func.json_each(sa.bindparam(name, type_=sa.Text())).table_valued("value")
+    return column.in_(sa.select(table.c.value))
 
 
 def in_value(values: Sequence[Any], dialect: str) -> Any:
     """The parameter of `in_param` for these values."""
     return list(values) if dialect == "postgresql" else orjson.dumps(list(values)).decode()
-
-
-def _in(column: Any, dialect: str, name: str | None, **value: Any) -> Any:
-    if dialect == "postgresql":
-        from sqlalchemy.dialects.postgresql import ARRAY
-
-        element = sa.BigInteger() if isinstance(column.type, sa.Integer) else sa.Text()
-        return column == sa.any_(sa.bindparam(name, type_=ARRAY(element), **value))
-    table = sa.func.json_each(sa.bindparam(name, type_=sa.Text(), **value)).table_valued("value")
-    return column.in_(sa.select(table.c.value))
