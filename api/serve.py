@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import gc
 import json
 import signal
 import socket
@@ -33,6 +32,7 @@ from uvicorn.loops.auto import auto_loop_factory
 from evolution_store import EvolutionStore
 from evolution_store.config import Settings
 from evolution_store.errors import EvolutionStoreError
+from evolution_store.heap import settle_heap
 from evolution_store.otlp_decoder import OtlpDecoder, default_workers
 
 from .app import SHUTDOWN_TIMEOUT, create_app
@@ -97,7 +97,7 @@ async def serve(settings: Settings, *, echo: Callable[[str], None] = print) -> N
                 echo(f"OTLP/gRPC on {_host_text(settings.host)}:{settings.otlp_grpc_port}")
             if decoder.workers:
                 echo(f"OTLP bodies decoded in {decoder.workers} worker process(es)")
-            _settle_heap()
+            settle_heap()
             await server.serve(sockets=sockets)
         finally:
             for sock in sockets:
@@ -179,16 +179,6 @@ class _StopSignals:
     def __exit__(self, *exc_info: object) -> None:
         for sig, handler in self._previous.items():
             signal.signal(sig, handler)
-
-
-def _settle_heap() -> None:
-    """Freeze what start-up allocated (modules, app, store) out of the cyclic collector's
-    sight, and let its youngest generation grow: a span batch allocates tens of thousands of
-    containers that reference counting frees anyway, and default thresholds would run the
-    collector many times per batch for nothing (~10 % of ingest time when measured)."""
-    gc.collect()
-    gc.freeze()
-    gc.set_threshold(50_000, 20, 20)
 
 
 def _listeners(settings: Settings) -> list[tuple[str, int]]:

@@ -21,7 +21,6 @@ is decoded again on the event loop, and the next request starts a fresh pool.
 from __future__ import annotations
 
 import asyncio
-import gc
 import logging
 import multiprocessing
 import os
@@ -34,6 +33,7 @@ from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from .heap import settle_heap
 from .otlp import DecodedRequest, decode_json, decode_protobuf
 from .promote import PriceTable
 from .span_rows import PreparedSpan, prepare_spans
@@ -163,7 +163,7 @@ def _start_worker(prices: Mapping[str, tuple[float, float]], server: int) -> Non
         target=_exit_with_parent, args=(server,), name="parent-watch", daemon=True
     ).start()
     # What the worker allocates per request forms no cycles; what it imported never dies.
-    gc.freeze()
+    settle_heap()
 
 
 def _exit_with_parent(parent: int) -> None:

@@ -129,10 +129,27 @@ def prepare_spans(
     records: Iterable[SpanRecord], prices: PriceTable, indexed_keys: frozenset[str]
 ) -> list[PreparedSpan]:
     """Prepare every record; `indexed_keys` is the caller's latest view of the key set."""
-    return [_prepare(record, prices, indexed_keys) for record in records]
+    shared: dict[int, tuple[dict[str, Any], str]] = {}
+    return [_prepare(record, prices, indexed_keys, shared) for record in records]
 
 
-def _prepare(record: SpanRecord, prices: PriceTable, indexed_keys: frozenset[str]) -> PreparedSpan:
+def _shared_json(value: dict[str, Any], shared: dict[int, tuple[dict[str, Any], str]]) -> str:
+    """JSON of a resource or scope, made once for every span that shares the dict (an OTLP
+    export's spans share their resource's): one string object, so a batch pickled for another
+    process carries it once (pickle memoises by identity). The cache holds the dict itself,
+    so its id cannot be reused by another dict while the cache lives."""
+    entry = shared.get(id(value))
+    if entry is None:
+        entry = shared[id(value)] = (value, dumps(value))
+    return entry[1]
+
+
+def _prepare(
+    record: SpanRecord,
+    prices: PriceTable,
+    indexed_keys: frozenset[str],
+    shared: dict[int, tuple[dict[str, Any], str]],
+) -> PreparedSpan:
     tags = tags_from_attributes(record)
     promoted = promoted_columns(record, prices)
     values = (
@@ -148,8 +165,8 @@ def _prepare(record: SpanRecord, prices: PriceTable, indexed_keys: frozenset[str
         dumps(record.attributes),
         dumps(record.events),
         dumps(record.links),
-        dumps(record.resource),
-        dumps(record.scope),
+        _shared_json(record.resource, shared),
+        _shared_json(record.scope, shared),
         dumps(tags),
         promoted["agent"],
         promoted["operation"],
@@ -175,11 +192,14 @@ def indexed_values(attributes: dict[str, Any], keys: Iterable[str]) -> dict[str,
     """Canonical text of each scalar attribute whose key is indexed (ids excluded: they are
     columns of their own)."""
     found: dict[str, str] = {}
-    for key in keys:
-        value = attributes.get(key)
-        if value is None or key in RESERVED_LINK_KEYS:
+    # Only the keys the span has: a span carries a few of the indexed keys, if any.
+    for key in attributes.keys() & keys:
+        value = attributes[key]
+        if key in RESERVED_LINK_KEYS:
             continue
-        if isinstance(value, str | int | float | bool):
+        if isinstance(value, str):
+            found[key] = value
+        elif isinstance(value, int | float | bool):
             found[key] = link_value_text(value)
     return found
 

@@ -7,7 +7,6 @@ import logging
 import os
 import sqlite3
 import threading
-import time
 from collections.abc import Sequence
 from typing import Any
 
@@ -22,8 +21,10 @@ from .base import Backend
 
 log = logging.getLogger(__name__)
 
-#: seconds between background checkpoints while commits keep coming
-CHECKPOINT_INTERVAL = 0.2
+#: Seconds between background checkpoints while commits keep coming. A page that several
+#: commits rewrite (index pages of random keys: ids, conversation ids) is copied once per
+#: checkpoint: 1 s instead of 0.2 s wrote ~20 % fewer bytes for 100k spans (1.0 -> 0.8 GB).
+CHECKPOINT_INTERVAL = 1.0
 
 #: PRAGMAs applied to every new connection. WAL lets readers run beside the writer;
 #: synchronous=NORMAL in WAL mode keeps every commit across a process crash (only an OS
@@ -168,13 +169,13 @@ class Checkpointer:
     def __init__(self, path: str) -> None:
         self._path = path
         self._wake = threading.Event()
-        self._stopping = False
+        self._stopping = threading.Event()
         self._thread: threading.Thread | None = None
         self._lock = threading.Lock()
 
     def notify(self) -> None:
         with self._lock:
-            if self._thread is None and not self._stopping:
+            if self._thread is None and not self._stopping.is_set():
                 self._thread = threading.Thread(
                     target=self._run, name="evolution-store-checkpointer", daemon=True
                 )
@@ -183,7 +184,7 @@ class Checkpointer:
 
     def stop(self, timeout: float = 30.0) -> None:
         with self._lock:
-            self._stopping = True
+            self._stopping.set()
             thread = self._thread
         self._wake.set()
         if thread is not None:
@@ -193,12 +194,13 @@ class Checkpointer:
         conn = sqlite3.connect(self._path, isolation_level=None, check_same_thread=False)
         try:
             apply_pragmas(conn)
-            while not self._stopping:
+            while not self._stopping.is_set():
                 self._wake.wait()
                 self._wake.clear()
                 self._checkpoint(conn)
-                # Coalesce: one checkpoint per interval however many commits signal.
-                time.sleep(CHECKPOINT_INTERVAL)
+                # Coalesce: one checkpoint per interval however many commits signal; a stop
+                # cuts the wait short.
+                self._stopping.wait(CHECKPOINT_INTERVAL)
             self._checkpoint(conn)
         except sqlite3.Error:
             log.warning("background checkpoints stopped", exc_info=True)
