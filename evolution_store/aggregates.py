@@ -15,7 +15,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from .errors import InvalidInput
 from .queries import RewardQuery, reward_filters
-from .schema import executions, reward_links, reward_tags, rewards, span_tags, spans
+from .schema import executions, reward_links, reward_span_tags, reward_tags, rewards, spans
 
 # Two-sided 95 % Student t quantiles for 1..30 degrees of freedom; beyond, the normal 1.96.
 _T95 = (
@@ -68,9 +68,12 @@ def _grouped_pairs(
             .select_from(sa.join(rewards, reward_tags, reward_tags.c.reward_pk == rewards.c.pk))
             .where(*where)
         )
+        # The tags of its linked spans, as the writer keeps them per reward (see schema).
         on_spans = (
-            sa.select(span_tags.c.tag.label("key"), *base)
-            .select_from(linked.join(span_tags, span_tags.c.span_pk == spans.c.pk))
+            sa.select(reward_span_tags.c.tag.label("key"), *base)
+            .select_from(
+                sa.join(rewards, reward_span_tags, reward_span_tags.c.reward_pk == rewards.c.pk)
+            )
             .where(*where)
         )
         return own.union(on_spans)  # type: ignore[return-value]

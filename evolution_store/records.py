@@ -4,7 +4,6 @@ its group transaction (see `writer.Writer.submit`)."""
 from __future__ import annotations
 
 import functools
-from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -22,6 +21,7 @@ from .schema import (
     task_tags,
     tasks,
 )
+from .span_rows import stored_tags
 from .writer import WriteContext
 
 #: What a task's status becomes when its latest execution ends in each state.
@@ -183,7 +183,7 @@ async def add_span_tags(
 
     found = (await find_span(conn, span_id, trace_id))._mapping
     pk, found_trace, current = found["pk"], found["trace_id"], found["tags"]
-    merged: list[Any] = list(dict.fromkeys([*_loads_list(current), *tags]))
+    merged = list(dict.fromkeys([*stored_tags(current), *tags]))
     await conn.execute(sa.update(spans).where(spans.c.pk == pk).values(tags=dumps(merged)))
     await ctx.backend.insert_ignore(conn, span_tags, [{"tag": tag, "span_pk": pk} for tag in tags])
     # Rewards already linked to the span inherit its new tags (schema: reward_span_tags).
@@ -195,10 +195,3 @@ async def add_span_tags(
         conn, reward_span_tags, ("tag", "reward_pk"), inherited, fresh=False
     )
     return found_trace, found["span_id"]
-
-
-def _loads_list(text: str | None) -> list[Any]:
-    import orjson
-
-    value = orjson.loads(text) if text else []
-    return value if isinstance(value, list) else []

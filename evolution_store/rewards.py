@@ -39,9 +39,9 @@ from .schema import (
     reward_tags,
     rewards,
     span_attributes,
-    span_tags,
     spans,
 )
+from .span_rows import stored_tags
 from .writer import WriteContext
 
 if TYPE_CHECKING:
@@ -113,7 +113,7 @@ async def write_reward(
             ],
         )
     # The linked spans' tags, found by the match itself (what `_inherit_span_tags` would read).
-    if inherited := sorted({tag for _, _, tag in found if tag is not None}):
+    if inherited := sorted({tag for _, _, tags in found for tag in tags}):
         await ctx.backend.insert_ignore(
             conn, reward_span_tags, [{"tag": tag, "reward_pk": pk} for tag in inherited]
         )
@@ -161,9 +161,8 @@ def _insert_statement(dialect: str) -> sa.Insert:
 
 async def _matching_stored_spans(
     conn: AsyncConnection, ctx: WriteContext, reward: RewardIn, selectors: dict[str, str]
-) -> list[tuple[int, str, str | None]]:
-    """(pk, span_id, tag) of the stored spans the reward's target names: a row per tag of
-    each span, or one with tag None for a span without tags."""
+) -> list[tuple[int, str, list[str]]]:
+    """(pk, span_id, tags) of the stored spans the reward's target names."""
     kind = reward.target_kind
     params: dict[str, Any] = {
         "span_id": reward.span_id,
@@ -180,19 +179,17 @@ async def _matching_stored_spans(
     by_trace = kind == "span" and reward.trace_id is not None
     statement = _match_statement(kind, by_trace, reserved, len(others))
     rows = await ctx.backend.fetch_all(conn, statement, params)
-    return [(row[0], row[1], row[2]) for row in rows]
+    return [(row[0], row[1], stored_tags(row[2])) for row in rows]
 
 
 @functools.lru_cache(maxsize=64)
 def _match_statement(
     kind: str, by_trace: bool, reserved: tuple[str, ...], others: int
 ) -> sa.Select[Any]:
-    """The stored spans a target names, with their tags, with bind parameters `span_id`,
+    """The stored spans a target names, with their tags (JSON), with bind parameters `span_id`,
     `trace_id`, `execution_id`, `task_id` and, for selectors, `key_<i>`/`value_<i>`: one
     statement per shape, so SQLAlchemy (and `Backend.fetch_all`) compile each shape once."""
-    query = sa.select(spans.c.pk, spans.c.span_id, span_tags.c.tag).outerjoin(
-        span_tags, span_tags.c.span_pk == spans.c.pk
-    )
+    query = sa.select(spans.c.pk, spans.c.span_id, spans.c.tags)
     is_root = spans.c.parent_span_id.is_(None)
     if kind == "span":
         query = query.where(spans.c.span_id == sa.bindparam("span_id"))
@@ -370,11 +367,12 @@ async def _inherit_span_tags(
     """Copy the tags of newly linked spans to `reward_span_tags` (see schema)."""
     from .ingest import select_in
 
-    tags_of: dict[int, list[str]] = defaultdict(list)
     span_pks = sorted({row["span_pk"] for row in link_rows})
-    columns = (span_tags.c.span_pk, span_tags.c.tag)
-    for span_pk, tag in await select_in(conn, ctx, columns, span_tags.c.span_pk, span_pks):
-        tags_of[span_pk].append(tag)
+    columns = (spans.c.pk, spans.c.tags)
+    tags_of = {
+        span_pk: stored_tags(tags)
+        for span_pk, tags in await select_in(conn, ctx, columns, spans.c.pk, span_pks)
+    }
     pairs = {
         (tag, row["reward_pk"]) for row in link_rows for tag in tags_of.get(row["span_pk"], ())
     }

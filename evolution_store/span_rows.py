@@ -216,6 +216,12 @@ def index_pairs(values: dict[str, str]) -> list[tuple[str, str]]:
     return list(dict.fromkeys(pairs)) if len(pairs) > 1 else pairs
 
 
+def stored_tags(text: str | None) -> list[str]:
+    """The tags in a `spans.tags` value (a JSON list of strings, as `_prepare` writes it)."""
+    value = orjson.loads(text) if text else []
+    return [tag for tag in value if isinstance(tag, str)] if isinstance(value, list) else []
+
+
 def dumps(value: Any) -> str:
     """JSON text for a stored value. orjson is the fast path; what it refuses (ints beyond 64
     bits, lone surrogates, nesting deeper than 254) is made storable first — a span is never

@@ -127,6 +127,11 @@ async def test_summary_groups(api_client):
 
     by_tag = (await api_client.get(f"{API}/rewards/summary?group_by=tag")).json()["groups"]
     assert {group["key"]: group["count"] for group in by_tag} == {"x": 3}
+    # A tag added to a span later counts for the rewards already linked to it.
+    added = await api_client.post(f"{API}/spans/{spans[1]['span_id']}/tags", json={"tags": ["y"]})
+    assert added.status_code == 200
+    by_tag = (await api_client.get(f"{API}/rewards/summary?group_by=tag")).json()["groups"]
+    assert {group["key"]: group["count"] for group in by_tag} == {"x": 3, "y": 1}
 
     filtered = await api_client.get(
         f"{API}/rewards/summary", params={"group_by": "name", "name": "speed"}
