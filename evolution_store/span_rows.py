@@ -129,11 +129,15 @@ def prepare_spans(
     records: Iterable[SpanRecord], prices: PriceTable, indexed_keys: frozenset[str]
 ) -> list[PreparedSpan]:
     """Prepare every record; `indexed_keys` is the caller's latest view of the key set."""
-    shared: dict[int, tuple[dict[str, Any], str]] = {}
+    shared: _JsonCache = {}
     return [_prepare(record, prices, indexed_keys, shared) for record in records]
 
 
-def _shared_json(value: dict[str, Any], shared: dict[int, tuple[dict[str, Any], str]]) -> str:
+#: id of a resource or scope dict -> (the dict, its JSON), for one `prepare_spans` call
+_JsonCache = dict[int, tuple[dict[str, Any], str]]
+
+
+def _shared_json(value: dict[str, Any], shared: _JsonCache) -> str:
     """JSON of a resource or scope, made once for every span that shares the dict (an OTLP
     export's spans share their resource's): one string object, so a batch pickled for another
     process carries it once (pickle memoises by identity). The cache holds the dict itself,
@@ -148,7 +152,7 @@ def _prepare(
     record: SpanRecord,
     prices: PriceTable,
     indexed_keys: frozenset[str],
-    shared: dict[int, tuple[dict[str, Any], str]],
+    shared: _JsonCache,
 ) -> PreparedSpan:
     tags = tags_from_attributes(record)
     promoted = promoted_columns(record, prices)
@@ -197,9 +201,7 @@ def indexed_values(attributes: dict[str, Any], keys: Iterable[str]) -> dict[str,
         value = attributes[key]
         if key in RESERVED_LINK_KEYS:
             continue
-        if isinstance(value, str):
-            found[key] = value
-        elif isinstance(value, int | float | bool):
+        if isinstance(value, str | int | float | bool):
             found[key] = link_value_text(value)
     return found
 
