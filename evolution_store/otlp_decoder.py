@@ -103,6 +103,12 @@ class OtlpDecoder:
         """Decode and prepare one export body. Raises `InvalidInput` for an undecodable body."""
         if not self._workers or self._closed:
             return self._decode_here(body, json)
+        # The writer may hold a small group back for this request (`Writer.expect`); the caller
+        # submits what this returns without awaiting anything else first.
+        with self._store.writer.expect():
+            return await self._decode_in_worker(body, json)
+
+    async def _decode_in_worker(self, body: bytes, json: bool) -> PreparedRequest:
         async with self._slots:
             pool = self._ensure_pool()
             try:

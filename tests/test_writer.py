@@ -8,7 +8,7 @@ import re
 import pytest
 from factories import span_record, trace_id
 
-from evolution_store import EvolutionStore, Overloaded
+from evolution_store import EvolutionStore, Overloaded, writer
 from evolution_store.models import SpanRecord
 from evolution_store.queries import SpanQuery
 
@@ -60,6 +60,33 @@ async def test_concurrent_ingests_share_one_commit(store: EvolutionStore) -> Non
     assert sum(result.accepted for result in results) == 600
     # The first request may commit alone; the other 29 wait and go in together.
     assert store.writer.groups_committed - before <= 3
+
+
+async def test_a_small_group_waits_for_writes_on_their_way(
+    store: EvolutionStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(writer, "GATHER_SECONDS", 30.0)
+    before = store.writer.groups_committed
+    with store.writer.expect():  # as the OTLP decoder does while a body is being decoded
+        first = asyncio.create_task(store.ingest(agent_traces(1)))
+        await asyncio.sleep(0.05)
+        assert not first.done(), "a 10-span group must wait for the announced write"
+    second = await store.ingest(agent_traces(1))  # submitted right after, like the decoder
+    assert (await first).accepted == second.accepted == 10
+    assert store.writer.groups_committed - before == 1
+
+
+async def test_an_announced_write_holds_a_group_back_only_so_long(
+    store: EvolutionStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with store.writer.expect():  # never submitted: the deadline lets the group go
+        result = await asyncio.wait_for(store.ingest(agent_traces(1)), 10)
+        assert result.accepted == 10
+    monkeypatch.setattr(writer, "GATHER_SECONDS", 30.0)
+    with store.writer.expect():  # never submitted either: its end lets the group go
+        waiting = asyncio.create_task(store.ingest(agent_traces(1)))
+        await asyncio.sleep(0.05)
+    assert (await asyncio.wait_for(waiting, 10)).accepted == 10
 
 
 async def test_full_queue_answers_overloaded_and_loses_nothing(store_url: str) -> None:
