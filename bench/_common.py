@@ -243,9 +243,25 @@ def machine_note() -> str:
     """One line on where the figures come from; the machine is small and shared."""
     load = ", ".join(f"{x:.2f}" for x in os.getloadavg())
     return (
-        f"{os.cpu_count()} CPUs (shared with other work; load average {load}), "
+        f"{os.cpu_count()} CPUs (shared with other work; load average {load}; "
+        f"speed {cpu_speed_ms():.0f} ms), "
         f"Python {platform.python_version()}, SQLite {sqlite3.sqlite_version}"
     )
+
+
+def cpu_speed_ms() -> float:
+    """Milliseconds one core takes for a fixed pure-Python loop (best of 5): the same machine
+    ran at very different speeds from one day to the next (its neighbours vary), so figures
+    from different runs compare only beside this."""
+
+    def loop() -> float:
+        started = time.perf_counter()
+        total = 0
+        for i in range(1_000_000):
+            total += i
+        return time.perf_counter() - started
+
+    return min(loop() for _ in range(5)) * 1000
 
 
 # -- scratch Postgres --------------------------------------------------------------------------
