@@ -174,6 +174,30 @@ def test_any_value_kinds_in_protobuf() -> None:
     assert attributes["empty"] is None
 
 
+def test_falsy_scalars_keep_their_type_in_protobuf() -> None:
+    # The decoder reads `string_value` first; an empty one must not hide another type.
+    span = pb_span()
+    for key, field, value in (
+        ("text", "string_value", "x"),
+        ("empty_text", "string_value", ""),
+        ("false", "bool_value", False),
+        ("zero", "int_value", 0),
+        ("zero_float", "double_value", 0.0),
+    ):
+        kv = span.attributes.add()
+        kv.key = key
+        setattr(kv.value, field, value)
+    attributes = decode_protobuf(pb_request(span)).spans[0].attributes
+    assert attributes == {
+        "text": "x",
+        "empty_text": "",
+        "false": False,
+        "zero": 0,
+        "zero_float": 0.0,
+    }
+    assert [type(attributes[k]) for k in ("false", "zero", "zero_float")] == [bool, int, float]
+
+
 def test_unknown_kind_and_status_codes_fall_back() -> None:
     span = pb_span(kind=42, status=Status(code=9, message="?"))
     record = decode_protobuf(pb_request(span)).spans[0]
