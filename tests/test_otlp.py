@@ -187,6 +187,10 @@ def test_falsy_scalars_keep_their_type_in_protobuf() -> None:
         kv = span.attributes.add()
         kv.key = key
         setattr(kv.value, field, value)
+    kv = span.attributes.add()
+    kv.key = "array"
+    for field, value in (("string_value", "y"), ("string_value", ""), ("bool_value", False)):
+        setattr(kv.value.array_value.values.add(), field, value)
     attributes = decode_protobuf(pb_request(span)).spans[0].attributes
     assert attributes == {
         "text": "x",
@@ -194,6 +198,7 @@ def test_falsy_scalars_keep_their_type_in_protobuf() -> None:
         "false": False,
         "zero": 0,
         "zero_float": 0.0,
+        "array": ["y", "", False],
     }
     assert [type(attributes[k]) for k in ("false", "zero", "zero_float")] == [bool, int, float]
 
