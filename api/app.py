@@ -61,7 +61,9 @@ def create_app(
                 queue_max_bytes=settings.queue_max_bytes,
             )
         app.state.store = active
-        app.state.decoder = decoder or OtlpDecoder(active)
+        app.state.decoder = decoder or OtlpDecoder(
+            active, intake_max_bytes=settings.otlp_intake_max_bytes
+        )
         grpc_server = None
         try:
             if grpc and settings.otlp_grpc_port:

@@ -97,6 +97,17 @@ class _TraceService:
     async def export(
         self, request: bytes, context: grpc.aio.ServicerContext
     ) -> ExportTraceServiceResponse:
+        # grpc has read the whole message by now: held in the intake budget until answered.
+        with self.decoder.intake.hold() as hold:
+            try:
+                hold.add(len(request))
+            except Overloaded as exc:
+                await _abort(context, (grpc.StatusCode.UNAVAILABLE, str(exc), exc.retry_after))
+            return await self._export(request, context)
+
+    async def _export(
+        self, request: bytes, context: grpc.aio.ServicerContext
+    ) -> ExportTraceServiceResponse:
         prepared = await self._decode(request)
         if not isinstance(prepared, PreparedRequest):
             await _abort(context, prepared)

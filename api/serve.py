@@ -69,7 +69,11 @@ async def serve(settings: Settings, *, echo: Callable[[str], None] = print) -> N
         raise
     grpc_server = None
     workers = settings.otlp_decode_workers
-    decoder = OtlpDecoder(store, workers=default_workers() if workers is None else workers)
+    decoder = OtlpDecoder(
+        store,
+        workers=default_workers() if workers is None else workers,
+        intake_max_bytes=settings.otlp_intake_max_bytes,
+    )
     # From here to the end of the drain, SIGTERM/SIGINT ask for a clean stop (a second one
     # during the drain changes nothing) instead of killing the process.
     with _StopSignals() as signals:

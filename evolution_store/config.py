@@ -26,6 +26,9 @@ class Settings(BaseSettings):
     max_body_bytes: int = 64 * 1024 * 1024
     queue_max_spans: int = 200_000
     queue_max_bytes: int = 256 * 1024 * 1024
+    #: bytes of OTLP requests held at once, from the first byte read until answered
+    #: (`evolution_store.intake`); beyond it, 503 / UNAVAILABLE
+    otlp_intake_max_bytes: int = Field(default=32 * 1024 * 1024, ge=1)
     #: worker processes `serve` decodes OTLP bodies in; None: one on a machine with two or
     #: more CPUs, none (decode on the event loop) on one CPU
     otlp_decode_workers: int | None = Field(default=None, ge=0, le=32)

@@ -37,7 +37,8 @@ class Conflict(EvolutionStoreError):
 
 
 class Overloaded(EvolutionStoreError):
-    """The writer's queue is full. Nothing from this request was stored; retry after a pause."""
+    """The writer's queue (or the OTLP intake budget) is full. Nothing from this request was
+    stored; retry after a pause."""
 
     def __init__(self, message: str = "write queue is full", *, retry_after: float = 1.0) -> None:
         super().__init__(message)

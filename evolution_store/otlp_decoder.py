@@ -34,6 +34,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from .heap import settle_heap
+from .intake import DEFAULT_INTAKE_MAX_BYTES, IntakeBudget
 from .otlp import DecodedRequest, decode_json, decode_protobuf
 from .promote import PriceTable
 from .span_rows import PreparedSpan, prepare_spans
@@ -79,8 +80,16 @@ def default_workers() -> int:
 class OtlpDecoder:
     """Decodes OTLP/HTTP and OTLP/gRPC bodies for one store."""
 
-    def __init__(self, store: EvolutionStore, *, workers: int = 0) -> None:
+    def __init__(
+        self,
+        store: EvolutionStore,
+        *,
+        workers: int = 0,
+        intake_max_bytes: int = DEFAULT_INTAKE_MAX_BYTES,
+    ) -> None:
         self._store = store
+        #: bytes of OTLP requests in flight, shared by every receiver using this decoder
+        self.intake = IntakeBudget(intake_max_bytes)
         self._workers = max(0, workers)
         self._pool: ProcessPoolExecutor | None = None
         self._closed = False

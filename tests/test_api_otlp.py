@@ -5,8 +5,9 @@ server process."""
 
 from __future__ import annotations
 
+import asyncio
 import gzip
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import httpx
@@ -288,6 +289,55 @@ async def test_storage_failures_are_503_never_500(error: Exception) -> None:
     assert response.status_code == 503
     assert status_of(response).code == code_pb2.UNAVAILABLE
     assert "disk on fire" not in response.text
+
+
+async def test_past_the_intake_budget_is_503_and_nothing_is_lost(
+    live_server: Callable[..., Any], store_url: str
+) -> None:
+    """A request whose body is still arriving holds its bytes; one that would pass the budget
+    meanwhile is refused with 503 + Retry-After before its body is read, and stores fine once
+    room is back."""
+    server = live_server(store_url, env={"EVOLUTION_OTLP_INTAKE_MAX_BYTES": "1500"})
+    slow_spans, quick_spans = finished_spans(20), finished_spans(10)
+    slow = protobuf_request(slow_spans).SerializeToString()
+    quick = protobuf_request(quick_spans).SerializeToString()
+    assert len(slow) > 1500 and 500 < len(quick) < 1500
+    first_chunk_sent, rest_may_come = asyncio.Event(), asyncio.Event()
+
+    async def slow_body() -> AsyncIterator[bytes]:  # chunked: held as it arrives
+        yield slow[:1200]
+        first_chunk_sent.set()
+        await rest_may_come.wait()
+        yield slow[1200:]
+
+    async with httpx.AsyncClient(timeout=30) as client:
+        held = asyncio.create_task(
+            client.post(server.otlp_http_url, content=slow_body(), headers=PB)
+        )
+        # The server is idle: a second is ample for it to read (and hold) the first chunk.
+        await first_chunk_sent.wait()
+        await asyncio.sleep(1)
+        refused = None
+        for _ in range(100):  # on a very slow machine, until it has
+            response = await client.post(server.otlp_http_url, content=quick, headers=PB)
+            if response.status_code == 503:
+                refused = response
+                break
+            assert response.status_code == 200
+            await asyncio.sleep(0.1)
+        assert refused is not None, "a request past the budget must be refused"
+        assert refused.headers["retry-after"] == "1"
+        assert status_of(refused).code == code_pb2.UNAVAILABLE
+        rest_may_come.set()
+        assert (await held).status_code == 200
+        assert (
+            await client.post(server.otlp_http_url, content=quick, headers=PB)
+        ).status_code == 200
+    for spans in (slow_spans, quick_spans):
+        listed = httpx.get(
+            server.url + "/api/v1/spans", params={"trace_id": trace_of(spans), "limit": 100}
+        )
+        assert len(listed.json()["items"]) == len(spans)
 
 
 # ------------------------------------------------------------------------------------ rewards

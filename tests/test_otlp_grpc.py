@@ -27,6 +27,7 @@ from opentelemetry.trace import format_span_id, format_trace_id
 
 from api.grpc_server import SERVICE_NAME, start_grpc_server
 from evolution_store.errors import Overloaded, StorageError
+from evolution_store.otlp_decoder import OtlpDecoder
 from evolution_store.queries import SpanQuery
 
 Target = Callable[..., Awaitable[str]]
@@ -137,6 +138,24 @@ async def test_overload_is_unavailable_with_retry_info(serve: Target) -> None:
     assert status.code == code_pb2.UNAVAILABLE
     detail = error_details_pb2.RetryInfo()
     assert status.details[0].Unpack(detail) and detail.retry_delay.seconds == 2
+
+
+async def test_past_the_intake_budget_is_unavailable_then_stored(serve: Target, store: Any) -> None:
+    decoder = OtlpDecoder(store, intake_max_bytes=100)
+    target = await serve(store, decoder=decoder)
+    spans = finished_spans(3)
+    with decoder.intake.hold() as other_request:  # the budget is taken
+        other_request.add(100)
+        with pytest.raises(grpc.aio.AioRpcError) as caught:
+            await export(target, encode_spans(spans))
+    assert caught.value.code() == grpc.StatusCode.UNAVAILABLE
+    trailers = dict(caught.value.trailing_metadata())
+    retry = error_details_pb2.RetryInfo.FromString(trailers["google.rpc.retryinfo-bin"])
+    assert retry.retry_delay.seconds == 1
+    assert await stored(store, trace_of(spans)) == []
+    await export(target, encode_spans(spans))  # room again: the retry is stored
+    assert len(await stored(store, trace_of(spans))) == 3
+    assert decoder.intake.held == 0
 
 
 @pytest.mark.parametrize("error", [StorageError("disk on fire"), RuntimeError("bug")])

@@ -29,6 +29,7 @@ from google.rpc import code_pb2, error_details_pb2, status_pb2
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceResponse
 
 from evolution_store.errors import EvolutionStoreError, InvalidInput, Overloaded, StorageError
+from evolution_store.intake import Hold
 from evolution_store.otlp import DecodedRequest
 from evolution_store.otlp_decoder import PreparedRequest
 
@@ -47,10 +48,13 @@ STORAGE_RETRY_AFTER = 5
 class _BodyError(Exception):
     """Reading the body failed; carries the HTTP answer."""
 
-    def __init__(self, status_code: int, grpc_code: int, message: str) -> None:
+    def __init__(
+        self, status_code: int, grpc_code: int, message: str, retry_after: float | None = None
+    ) -> None:
         super().__init__(message)
         self.status_code = status_code
         self.grpc_code = grpc_code
+        self.retry_after = retry_after
 
 
 _OPENAPI_BODY: dict[str, Any] = {
@@ -96,11 +100,19 @@ async def export_traces(request: Request) -> Response:
         )
     settings = getattr(request.app.state, "settings", None)
     cap = getattr(settings, "max_body_bytes", None) or DEFAULT_MAX_BODY_BYTES
-    try:
-        body = await _read_body(request, gzip=encoding == "gzip", cap=cap)
-    except _BodyError as exc:
-        return _status_response(exc.status_code, exc.grpc_code, str(exc), media)
+    # The request's bytes count against the intake budget until it is answered.
+    with request.app.state.decoder.intake.hold() as hold:
+        return await _receive(request, media, gzip=encoding == "gzip", cap=cap, hold=hold)
 
+
+async def _receive(request: Request, media: str, *, gzip: bool, cap: int, hold: Hold) -> Response:
+    """Read, decode and store one export; the answer."""
+    try:
+        body = await _read_body(request, gzip=gzip, cap=cap, hold=hold)
+    except _BodyError as exc:
+        return _status_response(
+            exc.status_code, exc.grpc_code, str(exc), media, retry_after=exc.retry_after
+        )
     try:
         prepared = await request.app.state.decoder.decode(body, json=media == JSON)
     except InvalidInput as exc:
@@ -110,8 +122,12 @@ async def export_traces(request: Request) -> Response:
         logger.exception("OTLP decode failed unexpectedly")
         return _status_response(400, code_pb2.INVALID_ARGUMENT, "body could not be decoded", media)
 
+    # The body is not needed past decoding: let it go before waiting for the commit, or every
+    # request queued for the writer holds its body beside its prepared rows.
+    size = len(body)
+    del body
     if prepared.spans or prepared.decoded.rewards:
-        failure = await _ingest(request, prepared, len(body), media)
+        failure = await _ingest(request, prepared, size, media)
         if failure is not None:
             return failure
     return _success(prepared.decoded, media)
@@ -149,15 +165,30 @@ async def _ingest(
     return None
 
 
-async def _read_body(request: Request, *, gzip: bool, cap: int) -> bytes:
-    """The body, decompressed, never larger than `cap` bytes in memory.
+async def _read_body(request: Request, *, gzip: bool, cap: int, hold: Hold) -> bytes:
+    """The body, decompressed, never larger than `cap` bytes in memory, each byte held in
+    the intake budget (`hold`) before it is kept.
 
     The cap applies after decompression, and decompression is bounded chunk by chunk
     (`max_length`), so a gzip bomb stops at cap + 1 bytes instead of filling memory.
     """
     declared = request.headers.get("content-length", "")
-    if declared.isdigit() and int(declared) > cap:
+    known = declared.isdigit()
+    if known and int(declared) > cap:
         raise _BodyError(413, code_pb2.RESOURCE_EXHAUSTED, f"body is larger than {cap} bytes")
+    # A plain body of known length is held whole, up front: refused before a byte is read.
+    upfront = known and not gzip
+    try:
+        if upfront:
+            hold.add(int(declared))
+        return await _read_chunks(request, gzip=gzip, cap=cap, hold=None if upfront else hold)
+    except Overloaded as exc:
+        raise _BodyError(503, code_pb2.UNAVAILABLE, str(exc), exc.retry_after) from exc
+
+
+async def _read_chunks(request: Request, *, gzip: bool, cap: int, hold: Hold | None) -> bytes:
+    """`_read_body`'s loop; `hold` is None when the size was held up front. A gzip body
+    holds what it inflates to."""
     inflater = _Inflater(cap) if gzip else None
     parts: list[bytes] = []
     size = 0
@@ -165,11 +196,16 @@ async def _read_body(request: Request, *, gzip: bool, cap: int) -> bytes:
         if not chunk:
             continue
         if inflater is not None:
+            before = inflater.size
             inflater.feed(chunk)
+            if hold is not None:
+                hold.add(inflater.size - before)
             continue
         size += len(chunk)
         if size > cap:
             raise _BodyError(413, code_pb2.RESOURCE_EXHAUSTED, f"body is larger than {cap} bytes")
+        if hold is not None:
+            hold.add(len(chunk))
         parts.append(chunk)
     if inflater is not None:
         return inflater.finish()
