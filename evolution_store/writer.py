@@ -45,6 +45,11 @@ GROUP_MAX_SPANS = 20_000
 #: slower stage, requests reached the writer one by one and committed alone.
 GATHER_SPANS = 2048
 
+#: Announced writes a group leaves to the next one: the commit then overlaps with their
+#: decoding. Waiting for the last one too left the decoder idle during every commit (two
+#: clients: 16% fewer spans/s than not gathering at all).
+GATHER_LEAVES = 1
+
 #: The longest a group waits for announced writes: a slow decode (a huge body) delays the
 #: others' answers by at most this.
 GATHER_SECONDS = 0.05
@@ -147,10 +152,10 @@ class Writer:
     def expect(self) -> Iterator[None]:
         """Announce a write on its way (a body being decoded) for the length of the block.
 
-        While any is announced, a group smaller than `GATHER_SPANS` waits for it (at most
-        `GATHER_SECONDS`) instead of committing alone. The caller submits right after the block,
-        with no await in between, so the writer never sees the write neither announced nor
-        queued."""
+        While more than `GATHER_LEAVES` are announced, a group smaller than `GATHER_SPANS`
+        waits for them (at most `GATHER_SECONDS`) instead of committing alone. The caller
+        submits right after the block, with no await in between, so the writer never sees the
+        write neither announced nor queued."""
         self._incoming += 1
         try:
             yield
@@ -194,7 +199,7 @@ class Writer:
                 self._wake.clear()
                 await self._wake.wait()
                 continue
-            if self._incoming and self._queued_spans < GATHER_SPANS:
+            if self._incoming > GATHER_LEAVES and self._queued_spans < GATHER_SPANS:
                 await self._gather()
             group = self._take_group()
             await self._commit_group(group)
@@ -203,7 +208,11 @@ class Writer:
         """Wait while announced writes may still grow the group."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + GATHER_SECONDS
-        while self._incoming and self._queued_spans < GATHER_SPANS and not self._closing:
+        while (
+            self._incoming > GATHER_LEAVES
+            and self._queued_spans < GATHER_SPANS
+            and not self._closing
+        ):
             remaining = deadline - loop.time()
             if remaining <= 0:
                 return

@@ -67,26 +67,41 @@ async def test_a_small_group_waits_for_writes_on_their_way(
 ) -> None:
     monkeypatch.setattr(writer, "GATHER_SECONDS", 30.0)
     before = store.writer.groups_committed
-    with store.writer.expect():  # as the OTLP decoder does while a body is being decoded
-        first = asyncio.create_task(store.ingest(agent_traces(1)))
-        await asyncio.sleep(0.05)
-        assert not first.done(), "a 10-span group must wait for the announced write"
-    second = await store.ingest(agent_traces(1))  # submitted right after, like the decoder
-    assert (await first).accepted == second.accepted == 10
-    assert store.writer.groups_committed - before == 1
+    # Two bodies being decoded, as the OTLP decoder announces them.
+    with store.writer.expect():
+        with store.writer.expect():
+            first = asyncio.create_task(store.ingest(agent_traces(1)))
+            await asyncio.sleep(0.05)
+            assert not first.done(), "a 10-span group must wait for announced writes"
+        # Submitted right after its announcement ends, like the decoder does. One write is
+        # still announced: the group leaves it to the next one and commits now.
+        second = await store.ingest(agent_traces(1))
+        assert (await first).accepted == second.accepted == 10
+        assert store.writer.groups_committed - before == 1
 
 
-async def test_an_announced_write_holds_a_group_back_only_so_long(
+async def test_the_last_announced_write_is_not_waited_for(
     store: EvolutionStore, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    with store.writer.expect():  # never submitted: the deadline lets the group go
+    monkeypatch.setattr(writer, "GATHER_SECONDS", 30.0)
+    # With one body being decoded, the commit overlaps with it instead of waiting for it.
+    with store.writer.expect():
+        done = await asyncio.wait_for(store.ingest(agent_traces(1)), 10)
+        assert done.accepted == 10
+
+
+async def test_announced_writes_hold_a_group_back_only_so_long(
+    store: EvolutionStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with store.writer.expect(), store.writer.expect():  # never submitted: the deadline
         result = await asyncio.wait_for(store.ingest(agent_traces(1)), 10)
         assert result.accepted == 10
     monkeypatch.setattr(writer, "GATHER_SECONDS", 30.0)
-    with store.writer.expect():  # never submitted either: its end lets the group go
-        waiting = asyncio.create_task(store.ingest(agent_traces(1)))
-        await asyncio.sleep(0.05)
-    assert (await asyncio.wait_for(waiting, 10)).accepted == 10
+    with store.writer.expect():
+        with store.writer.expect():  # never submitted either: its end lets the group go
+            waiting = asyncio.create_task(store.ingest(agent_traces(1)))
+            await asyncio.sleep(0.05)
+        assert (await asyncio.wait_for(waiting, 10)).accepted == 10
 
 
 async def test_full_queue_answers_overloaded_and_loses_nothing(store_url: str) -> None:
