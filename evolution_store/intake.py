@@ -71,3 +71,8 @@ class Hold:
             )
         budget.held += size
         self.size += size
+
+    def grow_to(self, total: int) -> None:
+        """Hold `total` bytes in all (`add` the difference; never less than held already)."""
+        if total > self.size:
+            self.add(total - self.size)

@@ -199,20 +199,24 @@ class Writer:
                 self._wake.clear()
                 await self._wake.wait()
                 continue
-            if self._incoming > GATHER_LEAVES and self._queued_spans < GATHER_SPANS:
+            if self._more_is_coming():
                 await self._gather()
             group = self._take_group()
             await self._commit_group(group)
+
+    def _more_is_coming(self) -> bool:
+        """Whether the group should wait for announced writes (`GATHER_*`)."""
+        return (
+            self._incoming > GATHER_LEAVES
+            and self._queued_spans < GATHER_SPANS
+            and not self._closing
+        )
 
     async def _gather(self) -> None:
         """Wait while announced writes may still grow the group."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + GATHER_SECONDS
-        while (
-            self._incoming > GATHER_LEAVES
-            and self._queued_spans < GATHER_SPANS
-            and not self._closing
-        ):
+        while self._more_is_coming():
             remaining = deadline - loop.time()
             if remaining <= 0:
                 return

@@ -48,13 +48,10 @@ STORAGE_RETRY_AFTER = 5
 class _BodyError(Exception):
     """Reading the body failed; carries the HTTP answer."""
 
-    def __init__(
-        self, status_code: int, grpc_code: int, message: str, retry_after: float | None = None
-    ) -> None:
+    def __init__(self, status_code: int, grpc_code: int, message: str) -> None:
         super().__init__(message)
         self.status_code = status_code
         self.grpc_code = grpc_code
-        self.retry_after = retry_after
 
 
 _OPENAPI_BODY: dict[str, Any] = {
@@ -110,8 +107,10 @@ async def _receive(request: Request, media: str, *, gzip: bool, cap: int, hold: 
     try:
         body = await _read_body(request, gzip=gzip, cap=cap, hold=hold)
     except _BodyError as exc:
+        return _status_response(exc.status_code, exc.grpc_code, str(exc), media)
+    except Overloaded as exc:  # past the intake budget
         return _status_response(
-            exc.status_code, exc.grpc_code, str(exc), media, retry_after=exc.retry_after
+            503, code_pb2.UNAVAILABLE, str(exc), media, retry_after=exc.retry_after
         )
     try:
         prepared = await request.app.state.decoder.decode(body, json=media == JSON)
@@ -167,28 +166,17 @@ async def _ingest(
 
 async def _read_body(request: Request, *, gzip: bool, cap: int, hold: Hold) -> bytes:
     """The body, decompressed, never larger than `cap` bytes in memory, each byte held in
-    the intake budget (`hold`) before it is kept.
+    the intake budget (`hold`: raises `Overloaded`) before it is kept.
 
     The cap applies after decompression, and decompression is bounded chunk by chunk
     (`max_length`), so a gzip bomb stops at cap + 1 bytes instead of filling memory.
     """
     declared = request.headers.get("content-length", "")
-    known = declared.isdigit()
-    if known and int(declared) > cap:
-        raise _BodyError(413, code_pb2.RESOURCE_EXHAUSTED, f"body is larger than {cap} bytes")
-    # A plain body of known length is held whole, up front: refused before a byte is read.
-    upfront = known and not gzip
-    try:
-        if upfront:
-            hold.add(int(declared))
-        return await _read_chunks(request, gzip=gzip, cap=cap, hold=None if upfront else hold)
-    except Overloaded as exc:
-        raise _BodyError(503, code_pb2.UNAVAILABLE, str(exc), exc.retry_after) from exc
-
-
-async def _read_chunks(request: Request, *, gzip: bool, cap: int, hold: Hold | None) -> bytes:
-    """`_read_body`'s loop; `hold` is None when the size was held up front. A gzip body
-    holds what it inflates to."""
+    if declared.isdigit():
+        if int(declared) > cap:
+            raise _BodyError(413, code_pb2.RESOURCE_EXHAUSTED, f"body is larger than {cap} bytes")
+        if not gzip:  # held whole, up front: refused before a byte is read
+            hold.grow_to(int(declared))
     inflater = _Inflater(cap) if gzip else None
     parts: list[bytes] = []
     size = 0
@@ -196,16 +184,13 @@ async def _read_chunks(request: Request, *, gzip: bool, cap: int, hold: Hold | N
         if not chunk:
             continue
         if inflater is not None:
-            before = inflater.size
             inflater.feed(chunk)
-            if hold is not None:
-                hold.add(inflater.size - before)
+            hold.grow_to(inflater.size)  # a gzip body holds what it inflates to
             continue
         size += len(chunk)
         if size > cap:
             raise _BodyError(413, code_pb2.RESOURCE_EXHAUSTED, f"body is larger than {cap} bytes")
-        if hold is not None:
-            hold.add(len(chunk))
+        hold.grow_to(size)
         parts.append(chunk)
     if inflater is not None:
         return inflater.finish()
