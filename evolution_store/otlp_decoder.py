@@ -123,13 +123,12 @@ class OtlpDecoder:
             try:
                 future = pool.submit(_decode_in_worker, body, json, self._store.indexed_keys)
             except RuntimeError:  # broken, or shut down by a request that found it broken
-                self._discard_pool(pool)
+                self._discard_broken_pool(pool)
                 return self._decode_here(body, json)
             try:
                 return await asyncio.wrap_future(future)
             except BrokenProcessPool:
-                logger.warning("OTLP decode worker died; decoding this request in-process")
-                self._discard_pool(pool)
+                self._discard_broken_pool(pool)
                 return self._decode_here(body, json)
 
     async def close(self) -> None:
@@ -155,8 +154,11 @@ class OtlpDecoder:
             )
         return self._pool
 
-    def _discard_pool(self, pool: ProcessPoolExecutor) -> None:
+    def _discard_broken_pool(self, pool: ProcessPoolExecutor) -> None:
+        # A dead worker shows either at submit (the pool already knows) or in a pending future;
+        # whichever request finds it first reports it, once per pool.
         if self._pool is pool:
+            logger.warning("OTLP decode worker died; decoding in-process until a new one starts")
             self._pool = None
         pool.shutdown(wait=False, cancel_futures=True)
 
