@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 import sqlalchemy as sa
 from factories import span_record, trace_id
+from sqlalchemy.ext.asyncio import AsyncConnection
 
 from evolution_store import EvolutionStore, InvalidInput
 from evolution_store.models import RewardIn
@@ -115,6 +116,34 @@ async def test_hot_queries_use_an_index(
         # Unique constraints show up under SQLite's own name (sqlite_autoindex_<table>_N).
         named = index in plan or "PRIMARY KEY" in plan or "sqlite_autoindex" in plan
         assert "SEARCH" in plan and "USING" in plan and named, plan
+
+
+async def test_the_writer_finds_ids_by_index_in_a_table_planned_as_tiny(
+    store: EvolutionStore,
+) -> None:
+    # The writer's lookups are IN lists of ids, each a statement prepared once (asyncpg). On a
+    # fresh database Postgres plans them from statistics of a near-empty table, and keeps the
+    # plan while the table grows: it must still be an index, never a scan of every row.
+    await store.ingest([span_record() for _ in range(3)])
+
+    async def plan(conn: AsyncConnection, ctx: object) -> str:
+        if store.backend_name == "sqlite":  # no statistics (never analysed): tables look big
+            query = "EXPLAIN QUERY PLAN SELECT id, task_id FROM executions WHERE id IN ('a', 'b')"
+            return "\n".join(str(row[-1]) for row in await conn.execute(sa.text(query)))
+        await conn.execute(sa.text("ANALYZE executions"))  # statistics of a 3-row table
+        await conn.execute(sa.text("SET LOCAL plan_cache_mode = force_generic_plan"))
+        await conn.execute(
+            sa.text(
+                "PREPARE lookup(text[]) AS SELECT id, task_id FROM executions WHERE id = ANY($1)"
+            )
+        )
+        rows = await conn.execute(sa.text("EXPLAIN EXECUTE lookup('{a,b}')"))
+        await conn.execute(sa.text("DEALLOCATE lookup"))
+        return "\n".join(str(row[0]) for row in rows)
+
+    found = await store.writer.submit(plan)
+    assert "Seq Scan" not in found and "SCAN executions" not in found, found
+    assert "executions_pkey" in found or "PRIMARY KEY" in found or "autoindex" in found, found
 
 
 async def _explain_without_seqscan(store: EvolutionStore, statement: sa.Select) -> str:

@@ -16,13 +16,29 @@ COPY_MIN_ROWS = 64
 #: pg_advisory_xact_lock key held by a writer for each group (any constant unique to us)
 WRITER_LOCK = 0x65766F6C  # "evol"
 
+#: Settings of the writer's connection. Every statement the writer runs finds rows by key (IN
+#: lists of ids), so an index is always the right plan. But asyncpg prepares each statement
+#: once, and Postgres keeps a generic plan made from the statistics of that moment: on a
+#: fresh database, tables autovacuum has not analysed yet look empty, and the plan stays a
+#: sequential scan as they grow. A lookup of 200 execution ids scanned all 10,000 rows after
+#: 100k spans (10 ms a group, growing with the table). With sequential scans priced out the
+#: planner takes an index wherever there is one; JIT is off because that price would make
+#: every query that has no index to take (a rare back-fill) look costly enough to compile.
+WRITER_SETTINGS = {"enable_seqscan": "off", "jit": "off"}
+
 
 class PostgresBackend(Backend):
     name = "postgres"
     max_params = 32_000
 
     def create_engines(self) -> tuple[AsyncEngine, AsyncEngine]:
-        writer = create_async_engine(self.url, pool_size=1, max_overflow=0, pool_pre_ping=True)
+        writer = create_async_engine(
+            self.url,
+            pool_size=1,
+            max_overflow=0,
+            pool_pre_ping=True,
+            connect_args={"server_settings": WRITER_SETTINGS},
+        )
         reader = create_async_engine(self.url, pool_size=5, max_overflow=5, pool_pre_ping=True)
         return writer, reader
 
