@@ -6,6 +6,7 @@ from collections.abc import Sequence
 from typing import Any
 
 import sqlalchemy as sa
+from sqlalchemy import event
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
 from .base import Backend
@@ -27,6 +28,16 @@ WRITER_LOCK = 0x65766F6C  # "evol"
 WRITER_SETTINGS = {"enable_seqscan": "off", "jit": "off"}
 
 
+def _apply_writer_settings(dbapi_connection: Any, _record: Any) -> None:
+    # SET after connecting rather than startup parameters: PgBouncer refuses unknown ones.
+    cursor = dbapi_connection.cursor()
+    try:
+        for name, value in WRITER_SETTINGS.items():
+            cursor.execute(f"SET {name} = {value}")
+    finally:
+        cursor.close()
+
+
 class PostgresBackend(Backend):
     name = "postgres"
     max_params = 32_000
@@ -37,8 +48,8 @@ class PostgresBackend(Backend):
             pool_size=1,
             max_overflow=0,
             pool_pre_ping=True,
-            connect_args={"server_settings": WRITER_SETTINGS},
         )
+        event.listen(writer.sync_engine, "connect", _apply_writer_settings)
         reader = create_async_engine(self.url, pool_size=5, max_overflow=5, pool_pre_ping=True)
         return writer, reader
 
