@@ -106,6 +106,7 @@ class Writer:
         self._closing = False
         self.groups_committed = 0
         self._incoming = 0  # writes announced by `expect` and not yet submitted
+        self._committing = False
 
     def start(self) -> None:
         if self._task is None:
@@ -147,6 +148,11 @@ class Writer:
         self._wake.set()
         # A client that disconnects must not cancel its write half-way: shield the future.
         return await asyncio.shield(job.future)
+
+    @property
+    def idle(self) -> bool:
+        """Nothing queued, announced (`expect`) or being committed."""
+        return not self._queue and not self._incoming and not self._committing
 
     @contextlib.contextmanager
     def expect(self) -> Iterator[None]:
@@ -202,7 +208,11 @@ class Writer:
             if self._more_is_coming():
                 await self._gather()
             group = self._take_group()
-            await self._commit_group(group)
+            self._committing = True
+            try:
+                await self._commit_group(group)
+            finally:
+                self._committing = False
 
     def _more_is_coming(self) -> bool:
         """Whether the group should wait for announced writes (`GATHER_*`)."""

@@ -1,9 +1,11 @@
 """OTLP bodies decoded in a worker process (`OtlpDecoder`): the same rows as on the event loop,
-errors that still say what was wrong, and a worker that dies costing no request."""
+errors that still say what was wrong, a worker that dies costing no request, and a body that
+finds the writer idle decoded on the loop."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import signal
 import time
@@ -19,6 +21,7 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 
 from evolution_store import EvolutionStore, InvalidInput, RewardIn
 from evolution_store.otlp_decoder import OtlpDecoder, PreparedRequest
+from evolution_store.writer import WriteContext
 
 
 def export_body(conversation: str = "conv-1") -> bytes:
@@ -66,6 +69,25 @@ async def worker_decoder(sqlite_store: EvolutionStore) -> AsyncIterator[OtlpDeco
         await decoder.close()
 
 
+@contextlib.asynccontextmanager
+async def writer_busy(store: EvolutionStore) -> AsyncIterator[None]:
+    """Hold the writer inside a transaction: bodies decoded meanwhile go to the workers (an
+    idle writer has them decoded on the loop)."""
+    started, release = asyncio.Event(), asyncio.Event()
+
+    async def hold(conn: object, ctx: WriteContext) -> None:
+        started.set()
+        await release.wait()
+
+    held = asyncio.create_task(store.writer.submit(hold))
+    await started.wait()
+    try:
+        yield
+    finally:
+        release.set()
+        await held
+
+
 def rows_of(prepared: PreparedRequest) -> list[tuple]:
     return [
         (
@@ -90,7 +112,8 @@ async def test_a_worker_prepares_the_rows_the_event_loop_would(
 ) -> None:
     body = export_body()
     here = await OtlpDecoder(sqlite_store).decode(body, json=False)
-    there = await worker_decoder.decode(body, json=False)
+    async with writer_busy(sqlite_store):
+        there = await worker_decoder.decode(body, json=False)
     assert len(there.spans) == 2
     assert rows_of(there) == rows_of(here)
     assert there.decoded.rewards == here.decoded.rewards
@@ -101,20 +124,44 @@ async def test_a_worker_prepares_the_rows_the_event_loop_would(
 
 
 async def test_an_undecodable_body_is_invalid_input_from_a_worker(
-    worker_decoder: OtlpDecoder,
+    sqlite_store: EvolutionStore, worker_decoder: OtlpDecoder
 ) -> None:
-    with pytest.raises(InvalidInput, match="ExportTraceServiceRequest"):
-        await worker_decoder.decode(b"\xff\xff not protobuf", json=False)
-    with pytest.raises(InvalidInput):
-        await worker_decoder.decode(b"{not json", json=True)
+    async with writer_busy(sqlite_store):
+        with pytest.raises(InvalidInput, match="ExportTraceServiceRequest"):
+            await worker_decoder.decode(b"\xff\xff not protobuf", json=False)
+        with pytest.raises(InvalidInput):
+            await worker_decoder.decode(b"{not json", json=True)
+
+
+async def test_a_body_that_finds_the_writer_idle_is_decoded_on_the_loop(
+    sqlite_store: EvolutionStore, worker_decoder: OtlpDecoder
+) -> None:
+    body = export_body()
+    # Decoded here, the records keep their attribute dicts; a worker sends back only the JSON.
+    alone = await worker_decoder.decode(body, json=False)
+    assert all(span.record.attributes for span in alone.spans)
+    async with writer_busy(sqlite_store):
+        meanwhile = await worker_decoder.decode(body, json=False)
+    assert all(span.record.attributes == {} for span in meanwhile.spans)
+    assert rows_of(meanwhile) == rows_of(alone)
 
 
 # The pool learns of a dead worker from a thread of its own: right after the kill, requests find
 # out from their futures; half a second later, already when they submit.
 @pytest.mark.parametrize("pause", [0.0, 0.5])
 async def test_a_killed_worker_costs_no_request(
-    worker_decoder: OtlpDecoder, caplog: pytest.LogCaptureFixture, pause: float
+    sqlite_store: EvolutionStore,
+    worker_decoder: OtlpDecoder,
+    caplog: pytest.LogCaptureFixture,
+    pause: float,
 ) -> None:
+    async with writer_busy(sqlite_store):  # bodies go to the worker
+        await _decode_through_a_killed_worker(worker_decoder, pause)
+    assert caplog.text.count("decode worker died") == 1  # once, by whoever found it
+    assert len(_children()) == 1  # a new pool, with a new worker
+
+
+async def _decode_through_a_killed_worker(worker_decoder: OtlpDecoder, pause: float) -> None:
     body = export_body()
     assert len((await worker_decoder.decode(body, json=False)).spans) == 2
     workers = _children()
@@ -130,8 +177,6 @@ async def test_a_killed_worker_costs_no_request(
     decoded = await asyncio.gather(*(worker_decoder.decode(body, json=False) for _ in range(6)))
     assert [len(prepared.spans) for prepared in decoded] == [2] * 6
     assert len((await worker_decoder.decode(body, json=False)).spans) == 2
-    assert caplog.text.count("decode worker died") == 1  # once, by whoever found it
-    assert len(_children()) == 1  # a new pool, with a new worker
 
 
 async def test_spans_prepared_before_a_selector_key_existed_still_link(
@@ -139,7 +184,8 @@ async def test_spans_prepared_before_a_selector_key_existed_still_link(
 ) -> None:
     # Prepared (in the worker) while `my.key` is not indexed; a reward then selects on it. The
     # writer must re-index those spans from their stored attributes and link the reward.
-    prepared = await worker_decoder.decode(export_body(), json=False)
+    async with writer_busy(sqlite_store):
+        prepared = await worker_decoder.decode(export_body(), json=False)
     assert all("my.key" not in span.indexed_values for span in prepared.spans)
     reward, _ = await sqlite_store.add_reward(RewardIn(value=1.0, links={"my.key": "v1"}))
     assert reward["resolved"] is False
