@@ -40,14 +40,18 @@ class IntakeBudget:
     def __init__(self, max_bytes: int = DEFAULT_INTAKE_MAX_BYTES) -> None:
         self.max_bytes = max_bytes
         self.held = 0
+        #: requests in flight (inside `hold`), whatever they hold yet
+        self.requests = 0
 
     @contextlib.contextmanager
     def hold(self) -> Iterator[Hold]:
         """One request's share, given back when the block ends, however it ends."""
         hold = Hold(self)
+        self.requests += 1
         try:
             yield hold
         finally:
+            self.requests -= 1
             self.held -= hold.size
             hold.size = 0
 

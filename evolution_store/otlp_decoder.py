@@ -14,8 +14,8 @@ Usage::
     await store.ingest_prepared(prepared.spans, prepared.decoded.rewards, size_bytes=len(body))
     await decoder.close()
 
-A body that arrives while the writer is idle is decoded on the event loop (`decode`): with
-nothing to overlap, the round trip to a worker would only add to the request's latency.
+A body that comes alone (no other request in flight, the writer idle) is decoded on the event
+loop (`_alone`): with nothing to overlap, the round trip to a worker would only add latency.
 
 A worker that dies (killed, out of memory) costs nothing but time: the request it was decoding
 is decoded again on the event loop, and the next request starts a fresh pool.
@@ -114,18 +114,22 @@ class OtlpDecoder:
     async def decode(self, body: bytes, *, json: bool) -> PreparedRequest:
         """Decode and prepare one export body. Raises `InvalidInput` for an undecodable body.
 
-        A body that finds the writer idle (nothing else being decoded, queued or committed) is
-        decoded right here: the loop has nothing else to do, and the round trip to a worker
-        (the body there, the rows back: ~6 ms for 512 spans) would only lengthen the request.
-        That is every request from a client that sends one at a time, like an SDK's batch
-        exporter: +10% spans/s with one connection. Under concurrent load, bodies go to the
-        workers and decoding overlaps with the writer."""
-        if not self._workers or self._closed or self._store.writer.idle:
+        A body that comes alone is decoded right here (`_alone`); the others in a worker."""
+        if not self._workers or self._closed or self._alone():
             return self._decode_here(body, json)
         # The writer may hold a small group back for this request (`Writer.expect`); the caller
         # submits what this returns without awaiting anything else first.
         with self._store.writer.expect():
             return await self._decode_in_worker(body, json)
+
+    def _alone(self) -> bool:
+        """No other OTLP request in flight and the writer idle (nothing being decoded, queued or
+        committed). Then the loop has nothing else to do, and the round trip to a worker (the
+        body there, the rows back: ~6 ms for 512 spans) would only lengthen the request: so it
+        is for every request of a client that sends one at a time, like an SDK's batch
+        exporter (+10% spans/s with one connection). With another request in flight, decoding
+        in a worker overlaps with it."""
+        return self.intake.requests <= 1 and self._store.writer.idle
 
     async def _decode_in_worker(self, body: bytes, json: bool) -> PreparedRequest:
         async with self._slots:

@@ -133,7 +133,7 @@ async def test_an_undecodable_body_is_invalid_input_from_a_worker(
             await worker_decoder.decode(b"{not json", json=True)
 
 
-async def test_a_body_that_finds_the_writer_idle_is_decoded_on_the_loop(
+async def test_a_body_that_comes_alone_is_decoded_on_the_loop(
     sqlite_store: EvolutionStore, worker_decoder: OtlpDecoder
 ) -> None:
     body = export_body()
@@ -144,6 +144,12 @@ async def test_a_body_that_finds_the_writer_idle_is_decoded_on_the_loop(
         meanwhile = await worker_decoder.decode(body, json=False)
     assert all(span.record.attributes == {} for span in meanwhile.spans)
     assert rows_of(meanwhile) == rows_of(alone)
+    # Another request in flight (being read, decoded, written or answered): a worker decodes.
+    with worker_decoder.intake.hold(), worker_decoder.intake.hold():
+        beside = await worker_decoder.decode(body, json=False)
+    assert all(span.record.attributes == {} for span in beside.spans)
+    with worker_decoder.intake.hold():  # only this one
+        assert (await worker_decoder.decode(body, json=False)).spans[0].record.attributes
 
 
 # The pool learns of a dead worker from a thread of its own: right after the kill, requests find
