@@ -54,6 +54,10 @@ IN_FLIGHT_PER_WORKER = 2
 #: how often a worker checks that the server that started it is still alive
 PARENT_CHECK_SECONDS = 1.0
 
+#: the largest body decoded on the loop when it comes alone (`OtlpDecoder._alone`): ~40 ms of
+#: decoding, so a request of many thousand spans cannot stall the loop (health checks, reads)
+ALONE_MAX_BYTES = 2 * 1024 * 1024
+
 
 @dataclass
 class PreparedRequest:
@@ -115,21 +119,21 @@ class OtlpDecoder:
         """Decode and prepare one export body. Raises `InvalidInput` for an undecodable body.
 
         A body that comes alone is decoded right here (`_alone`); the others in a worker."""
-        if not self._workers or self._closed or self._alone():
+        if not self._workers or self._closed or self._alone(len(body)):
             return self._decode_here(body, json)
         # The writer may hold a small group back for this request (`Writer.expect`); the caller
         # submits what this returns without awaiting anything else first.
         with self._store.writer.expect():
             return await self._decode_in_worker(body, json)
 
-    def _alone(self) -> bool:
-        """No other OTLP request in flight and the writer idle (nothing being decoded, queued or
-        committed). Then the loop has nothing else to do, and the round trip to a worker (the
-        body there, the rows back: ~6 ms for 512 spans) would only lengthen the request: so it
-        is for every request of a client that sends one at a time, like an SDK's batch
-        exporter (+10% spans/s with one connection). With another request in flight, decoding
-        in a worker overlaps with it."""
-        return self.intake.requests <= 1 and self._store.writer.idle
+    def _alone(self, size: int) -> bool:
+        """A body of at most `ALONE_MAX_BYTES`, no other OTLP request in flight and the writer
+        idle (nothing being decoded, queued or committed). Then the loop has nothing else to
+        do, and the round trip to a worker (the body there, the rows back: ~6 ms for 512 spans)
+        would only lengthen the request: so it is for every request of a client that sends one
+        at a time, like an SDK's batch exporter (+10% spans/s with one connection). With
+        another request in flight, decoding in a worker overlaps with it."""
+        return size <= ALONE_MAX_BYTES and self.intake.requests <= 1 and self._store.writer.idle
 
     async def _decode_in_worker(self, body: bytes, json: bool) -> PreparedRequest:
         async with self._slots:

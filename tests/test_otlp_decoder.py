@@ -19,7 +19,7 @@ from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
-from evolution_store import EvolutionStore, InvalidInput, RewardIn
+from evolution_store import EvolutionStore, InvalidInput, RewardIn, otlp_decoder
 from evolution_store.otlp_decoder import OtlpDecoder, PreparedRequest
 from evolution_store.writer import WriteContext
 
@@ -150,6 +150,15 @@ async def test_a_body_that_comes_alone_is_decoded_on_the_loop(
     assert all(span.record.attributes == {} for span in beside.spans)
     with worker_decoder.intake.hold():  # only this one
         assert (await worker_decoder.decode(body, json=False)).spans[0].record.attributes
+
+
+async def test_a_large_body_goes_to_a_worker_even_alone(
+    worker_decoder: OtlpDecoder, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    body = export_body()
+    monkeypatch.setattr(otlp_decoder, "ALONE_MAX_BYTES", len(body) - 1)
+    prepared = await worker_decoder.decode(body, json=False)
+    assert all(span.record.attributes == {} for span in prepared.spans)  # a worker's rows
 
 
 # The pool learns of a dead worker from a thread of its own: right after the kill, requests find
