@@ -47,12 +47,7 @@ class PostgresBackend(Backend):
     max_params = 32_000
 
     def create_engines(self) -> tuple[AsyncEngine, AsyncEngine]:
-        writer = create_async_engine(
-            self.url,
-            pool_size=1,
-            max_overflow=0,
-            pool_pre_ping=True,
-        )
+        writer = create_async_engine(self.url, pool_size=1, max_overflow=0, pool_pre_ping=True)
         event.listen(writer.sync_engine, "connect", _apply_writer_settings)
         reader = create_async_engine(self.url, pool_size=5, max_overflow=5, pool_pre_ping=True)
         return writer, reader
