@@ -2,13 +2,24 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 StatementHook = Callable[[str, Any], None]
+
+
+def execute_each(dbapi_connection: Any, statements: Iterable[str]) -> None:
+    """Run session-setup statements (PRAGMA, SET) on a new DB-API connection, in a connect
+    hook: they hold for the connection's life, whatever the pool does between checkouts."""
+    cursor = dbapi_connection.cursor()
+    try:
+        for statement in statements:
+            cursor.execute(statement)
+    finally:
+        cursor.close()
 
 
 class Backend:

@@ -9,7 +9,7 @@ import sqlalchemy as sa
 from sqlalchemy import event
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
-from .base import Backend
+from .base import Backend, execute_each
 
 #: Writes of at least this many rows go through COPY; smaller ones through executemany.
 COPY_MIN_ROWS = 64
@@ -34,12 +34,9 @@ WRITER_SETTINGS = {"plan_cache_mode": "force_custom_plan", "enable_seqscan": "of
 
 def _apply_writer_settings(dbapi_connection: Any, _record: Any) -> None:
     # SET after connecting rather than startup parameters: PgBouncer refuses unknown ones.
-    cursor = dbapi_connection.cursor()
-    try:
-        for name, value in WRITER_SETTINGS.items():
-            cursor.execute(f"SET {name} = {value}")
-    finally:
-        cursor.close()
+    execute_each(
+        dbapi_connection, (f"SET {name} = {value}" for name, value in WRITER_SETTINGS.items())
+    )
 
 
 class PostgresBackend(Backend):

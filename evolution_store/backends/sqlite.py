@@ -17,7 +17,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_en
 from sqlalchemy.pool import AsyncAdaptedQueuePool
 
 from ..errors import StorageError
-from .base import Backend
+from .base import Backend, execute_each
 
 log = logging.getLogger(__name__)
 
@@ -52,12 +52,7 @@ PRAGMAS = {
 def apply_pragmas(dbapi_connection: Any, _record: Any = None) -> None:
     """Set every PRAGMA on a new connection. Idempotent; `journal_mode=wal` persists in the
     file, the others are per connection, hence a connect hook rather than a one-off."""
-    cursor = dbapi_connection.cursor()
-    try:
-        for name, value in PRAGMAS.items():
-            cursor.execute(f"PRAGMA {name}={value}")
-    finally:
-        cursor.close()
+    execute_each(dbapi_connection, (f"PRAGMA {name}={value}" for name, value in PRAGMAS.items()))
 
 
 class SQLiteBackend(Backend):
