@@ -5,10 +5,17 @@ from __future__ import annotations
 import asyncio
 
 import sqlalchemy as sa
+from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
+from factories import span_record
+from sqlalchemy.engine import Connection
+from sqlalchemy.ext.asyncio import AsyncConnection
 
 from evolution_store import EvolutionStore
+from evolution_store.migrate import alembic_config, upgrade_engine
+from evolution_store.models import TaskIn
+from evolution_store.queries import SpanQuery
 from evolution_store.schema import metadata
 
 
@@ -49,3 +56,61 @@ async def _tables(url: str) -> set[str]:
             return set(await conn.run_sync(lambda sync: sa.inspect(sync).get_table_names()))
     finally:
         await store.close()
+
+
+def _varchar_columns() -> set[tuple[str, str]]:
+    return {
+        (table.name, column.name)
+        for table in metadata.tables.values()
+        for column in table.columns
+        if isinstance(column.type, sa.String) and not isinstance(column.type, sa.Text)
+    }
+
+
+async def _postgres_collations(conn: AsyncConnection) -> dict[tuple[str, str], str | None]:
+    rows = await conn.execute(
+        sa.text(
+            "SELECT table_name, column_name, collation_name FROM information_schema.columns"
+            " WHERE table_schema = current_schema() AND data_type = 'character varying'"
+            " AND table_name <> 'alembic_version'"
+        )
+    )
+    return {(table, column): collation for table, column, collation in rows}
+
+
+async def test_varchar_columns_compare_bytes_on_both_backends(store: EvolutionStore) -> None:
+    # Ids, tags and keys: byte order, whatever the Postgres database's locale (migration 0003).
+    for task_id in ("é-task", "a-task", "B-task", "Z-task"):
+        await store.create_task(TaskIn(id=task_id, name=task_id))
+    async with store._reader_engine.connect() as conn:  # noqa: SLF001 - catalog probe
+        ordered = [
+            row[0] for row in await conn.execute(sa.text("SELECT id FROM tasks ORDER BY id"))
+        ]
+        if store.backend_name == "postgres":
+            collations = await _postgres_collations(conn)
+            assert set(collations) == _varchar_columns()
+            assert set(collations.values()) == {"C"}, collations
+    assert ordered == sorted(ordered, key=lambda text: text.encode())
+
+
+def _downgrade_on(connection: Connection, revision: str) -> None:
+    cfg = alembic_config()
+    cfg.attributes["connection"] = connection
+    command.downgrade(cfg, revision)
+
+
+async def test_migration_0003_goes_down_and_up_with_the_data(store: EvolutionStore) -> None:
+    record = span_record()
+    await store.ingest([record])
+    engine = store._writer_engine  # noqa: SLF001 - migrations run on the writer's engine
+    await store.flush()
+    async with engine.begin() as conn:
+        await conn.run_sync(_downgrade_on, "0002")
+        if store.backend_name == "postgres":
+            assert set((await _postgres_collations(conn)).values()) == {None}
+    await upgrade_engine(engine)
+    async with engine.connect() as conn:
+        if store.backend_name == "postgres":
+            assert set((await _postgres_collations(conn)).values()) == {"C"}
+    found = await store.list_spans(SpanQuery(trace_id=record.trace_id))
+    assert [span["span_id"] for span in found.items] == [record.span_id]
