@@ -161,9 +161,9 @@ async def _insert_spans(
     ]
     tag_rows = [(tag, pk) for span, pk in zip(prepared, pks, strict=True) for tag in span.tags]
     attribute_rows = [
-        (key, value, pk)
+        (digest, pk)
         for span, pk in zip(prepared, pks, strict=True)
-        for key, value in span.index_pairs
+        for digest in span.index_digests
     ]
     new_spans = [
         NewSpan(
@@ -181,7 +181,7 @@ async def _insert_spans(
     await ctx.backend.insert_rows(conn, spans, SPAN_COLUMNS, span_rows, fresh=True)
     await ctx.backend.insert_rows(conn, span_tags, ("tag", "span_pk"), tag_rows, fresh=True)
     await ctx.backend.insert_rows(
-        conn, span_attributes, ("key", "value", "span_pk"), attribute_rows, fresh=True
+        conn, span_attributes, ("digest", "span_pk"), attribute_rows, fresh=True
     )
     await _settle_executions_from_roots(conn, ctx, records, owners)
     return new_spans

@@ -31,6 +31,7 @@ from .schema import (
     task_tags,
     tasks,
 )
+from .span_rows import attribute_digest
 
 MAX_LINKED_IDS = 1000
 
@@ -276,10 +277,9 @@ def attribute_equals(
     """`attributes[key] == value` (compared as canonical text). Indexed keys use the attribute
     index; others fall back to a JSON scan (say so in the docs: index keys you filter on)."""
     if key in indexed:
+        digest = attribute_digest(key, value)
         return spans.c.pk.in_(
-            sa.select(span_attributes.c.span_pk).where(
-                span_attributes.c.key == key, span_attributes.c.value == value
-            )
+            sa.select(span_attributes.c.span_pk).where(span_attributes.c.digest == digest)
         )
     if conn.dialect.name == "postgresql":
         extracted = sa.cast(spans.c.attributes, sa.dialects.postgresql.JSONB).op("->>")(key)

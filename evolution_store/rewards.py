@@ -41,7 +41,7 @@ from .schema import (
     span_attributes,
     spans,
 )
-from .span_rows import stored_tags
+from .span_rows import attribute_digest, stored_tags
 from .writer import WriteContext
 
 if TYPE_CHECKING:
@@ -175,7 +175,7 @@ async def _matching_stored_spans(
     if kind == "links":
         params.update({key: selectors[key] for key in reserved})
         for index, (key, value) in enumerate(others):
-            params[f"key_{index}"], params[f"value_{index}"] = key, value
+            params[f"digest_{index}"] = attribute_digest(key, value)
     by_trace = kind == "span" and reward.trace_id is not None
     statement = _match_statement(kind, by_trace, reserved, len(others))
     rows = await ctx.backend.fetch_all(conn, statement, params)
@@ -187,7 +187,7 @@ def _match_statement(
     kind: str, by_trace: bool, reserved: tuple[str, ...], others: int
 ) -> sa.Select[Any]:
     """The stored spans a target names, with their tags (JSON), with bind parameters `span_id`,
-    `trace_id`, `execution_id`, `task_id` and, for selectors, `key_<i>`/`value_<i>`: one
+    `trace_id`, `execution_id`, `task_id` and, for selectors, `digest_<i>`: one
     statement per shape, so SQLAlchemy (and `Backend.fetch_all`) compile each shape once."""
     query = sa.select(spans.c.pk, spans.c.span_id, spans.c.tags)
     is_root = spans.c.parent_span_id.is_(None)
@@ -215,8 +215,7 @@ def _match_statement(
             query = query.where(
                 spans.c.pk.in_(
                     sa.select(span_attributes.c.span_pk).where(
-                        span_attributes.c.key == sa.bindparam(f"key_{index}"),
-                        span_attributes.c.value == sa.bindparam(f"value_{index}"),
+                        span_attributes.c.digest == sa.bindparam(f"digest_{index}")
                     )
                 )
             )
@@ -407,7 +406,6 @@ async def _backfill_key(conn: AsyncConnection, ctx: WriteContext, key: str) -> N
     async for pk, text in result:
         value = orjson.loads(text).get(key)
         if isinstance(value, str | int | float | bool):
-            value_text = link_value_text(value)
-            if len(value_text) <= 500:
-                batch.append({"key": key, "value": value_text, "span_pk": pk})
+            digest = attribute_digest(key, link_value_text(value))
+            batch.append({"digest": digest, "span_pk": pk})
     await ctx.backend.insert_ignore(conn, span_attributes, batch)

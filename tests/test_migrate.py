@@ -99,18 +99,24 @@ def _downgrade_on(connection: Connection, revision: str) -> None:
     command.downgrade(cfg, revision)
 
 
-async def test_migration_0003_goes_down_and_up_with_the_data(store: EvolutionStore) -> None:
-    record = span_record()
+async def test_migrations_go_down_and_up_with_the_data(store: EvolutionStore) -> None:
+    # Down to 0002 and back: the collations (0003) and the attribute index, text rows rebuilt
+    # from the spans' attributes, then digests of them (0004).
+    record = span_record(attributes={"session.id": "s-1", "user.id": 7, "input.value": "q"})
     await store.ingest([record])
-    engine = store._writer_engine  # noqa: SLF001 - migrations run on the writer's engine
     await store.flush()
+    engine = store._writer_engine  # noqa: SLF001 - migrations run on the writer's engine
     async with engine.begin() as conn:
         await conn.run_sync(_downgrade_on, "0002")
         if store.backend_name == "postgres":
             assert set((await _postgres_collations(conn)).values()) == {None}
+        rows = await conn.execute(sa.text("SELECT key, value FROM span_attributes"))
+        assert sorted(tuple(row) for row in rows) == [("session.id", "s-1"), ("user.id", "7")]
     await upgrade_engine(engine)
     async with engine.connect() as conn:
         if store.backend_name == "postgres":
             assert set((await _postgres_collations(conn)).values()) == {"C"}
-    found = await store.list_spans(SpanQuery(trace_id=record.trace_id))
-    assert [span["span_id"] for span in found.items] == [record.span_id]
+    for attributes in ({"session.id": "s-1"}, {"user.id": "7"}):
+        found = await store.list_spans(SpanQuery(attributes=attributes))
+        assert [span["span_id"] for span in found.items] == [record.span_id], attributes
+    assert (await store.list_spans(SpanQuery(attributes={"session.id": "s-2"}))).items == []

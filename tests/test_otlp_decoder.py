@@ -95,7 +95,7 @@ def rows_of(prepared: PreparedRequest) -> list[tuple]:
             span.tags,
             span.owner_ids,
             span.indexed_values,
-            span.index_pairs,
+            span.index_digests,
             span.record.trace_id,
             span.record.span_id,
             span.record.parent_span_id,

@@ -11,6 +11,7 @@ from evolution_store import EvolutionStore, InvalidInput
 from evolution_store.models import RewardIn
 from evolution_store.queries import RewardQuery, SpanQuery
 from evolution_store.schema import reward_tags, rewards, span_attributes, span_tags, spans
+from evolution_store.span_rows import attribute_digest
 
 
 async def test_span_filters(store: EvolutionStore) -> None:
@@ -32,6 +33,22 @@ async def test_span_filters(store: EvolutionStore) -> None:
     assert await names(start_after=ok.start_time + 1) == ["tool"]
     assert await names(start_before=ok.start_time + 1) == ["chat"]
     assert await names(task_id=trace, execution_id=trace) == ["chat", "tool"]
+
+
+async def test_an_indexed_attribute_of_any_length_is_found(store: EvolutionStore) -> None:
+    # The index keeps digests, so long values are indexed too (the text index stopped at 500
+    # characters, and a filter on a longer value of an indexed key found nothing).
+    long_value = "s" * 2000
+    await store.ingest([span_record(name="long", attributes={"session.id": long_value})])
+    page = await store.list_spans(SpanQuery(attributes={"session.id": long_value}))
+    assert [span["name"] for span in page.items] == ["long"]
+
+
+def test_the_attribute_digest_never_changes() -> None:
+    # Stored digests are computed by this function: changing it needs a migration that
+    # recomputes `span_attributes`.
+    assert attribute_digest("session.id", "s-1") == 5333365678482514698
+    assert attribute_digest("a", "b\x00c") != attribute_digest("a\x00b", "c")
 
 
 async def test_keyset_pagination_visits_every_span_once(store: EvolutionStore) -> None:
@@ -91,9 +108,7 @@ async def test_agent_stats(store: EvolutionStore) -> None:
         ),
         (sa.select(span_tags.c.span_pk).where(span_tags.c.tag == "x"), "span_tags"),
         (
-            sa.select(span_attributes.c.span_pk).where(
-                span_attributes.c.key == "session.id", span_attributes.c.value == "s"
-            ),
+            sa.select(span_attributes.c.span_pk).where(span_attributes.c.digest == 42),
             "span_attributes",
         ),
         (sa.select(reward_tags.c.reward_pk).where(reward_tags.c.tag == "x"), "reward_tags"),
