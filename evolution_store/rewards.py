@@ -41,7 +41,7 @@ from .schema import (
     span_attributes,
     spans,
 )
-from .span_rows import attribute_digest, stored_tags
+from .span_rows import attribute_digest, index_digests, indexed_values, stored_tags
 from .writer import WriteContext
 
 if TYPE_CHECKING:
@@ -402,10 +402,10 @@ async def _backfill_key(conn: AsyncConnection, ctx: WriteContext, key: str) -> N
             spans.c.attributes.contains(needle, autoescape=True)
         )
     )
-    batch: list[dict[str, Any]] = []
-    async for pk, text in result:
-        value = orjson.loads(text).get(key)
-        if isinstance(value, str | int | float | bool):
-            digest = attribute_digest(key, link_value_text(value))
-            batch.append({"digest": digest, "span_pk": pk})
+    # The same rows ingest writes for a span with this key indexed (`span_rows`).
+    batch = [
+        {"digest": digest, "span_pk": pk}
+        async for pk, text in result
+        for digest in index_digests(indexed_values(orjson.loads(text), (key,)))
+    ]
     await ctx.backend.insert_ignore(conn, span_attributes, batch)

@@ -21,6 +21,7 @@ from typing import Any
 import sqlalchemy as sa
 from alembic import op
 
+from evolution_store.models import RESERVED_LINK_KEYS, link_value_text
 from evolution_store.span_rows import attribute_digest
 
 revision = "0004"
@@ -57,7 +58,7 @@ def downgrade() -> None:
     )
     bind = op.get_bind()
     keys = [row[0] for row in bind.execute(sa.text("SELECT key FROM indexed_keys"))]
-    keys = [key for key in keys if key not in ("trace_id", "span_id")]
+    keys = [key for key in keys if key not in RESERVED_LINK_KEYS]
     spans = bind.execute(sa.text("SELECT pk, attributes FROM spans"))
     for batch in _batches(spans):
         _insert(table, [row for pk, text in batch for row in _text_rows(pk, text, keys)])
@@ -82,11 +83,7 @@ def _text_rows(pk: int, text: str, keys: list[str]) -> Iterator[dict[str, Any]]:
     attributes = json.loads(text)
     for key in keys:
         value = attributes.get(key)
-        if isinstance(value, bool):
-            value = "true" if value else "false"
-        elif isinstance(value, float) and value.is_integer():
-            value = str(int(value))
-        elif isinstance(value, int | float):
-            value = str(value)
-        if isinstance(value, str) and len(value) <= 500:
-            yield {"key": key, "value": value, "span_pk": pk}
+        if isinstance(value, str | int | float | bool):
+            value_text = link_value_text(value)
+            if len(value_text) <= 500:
+                yield {"key": key, "value": value_text, "span_pk": pk}
