@@ -6,11 +6,13 @@ import asyncio
 import re
 
 import pytest
+import sqlalchemy as sa
 from factories import span_record, trace_id
 
 from evolution_store import EvolutionStore, Overloaded, writer
 from evolution_store.models import SpanRecord
 from evolution_store.queries import SpanQuery
+from evolution_store.schema import indexed_keys
 
 
 def agent_traces(traces: int, spans_per_trace: int = 10) -> list[SpanRecord]:
@@ -166,3 +168,21 @@ async def test_two_writers_on_one_database_store_each_span_once(store_url: str) 
     finally:
         await first.close()
         await second.close()
+
+
+async def test_a_statement_sent_straight_to_the_driver_is_part_of_the_transaction(
+    store: EvolutionStore,
+) -> None:
+    # The writer's lookups skip SQLAlchemy (`Backend.fetch_all`); even as a transaction's
+    # first statement, one must commit or roll back with the rest.
+    engine, backend = store._writer_engine, store._backend
+    insert = sa.insert(indexed_keys).values(key=sa.bindparam("key"), created_at=0)
+    with pytest.raises(RuntimeError):
+        async with engine.begin() as conn:
+            await backend.fetch_all(conn, insert, {"key": "rolled.back"})
+            raise RuntimeError("roll back")
+    async with engine.connect() as conn:
+        rows = await conn.execute(
+            sa.select(indexed_keys.c.key).where(indexed_keys.c.key == "rolled.back")
+        )
+        assert rows.all() == []

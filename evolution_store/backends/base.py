@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
@@ -61,6 +62,17 @@ class Backend:
         result = await conn.execute(statement, params)
         return list(result) if result.returns_rows else []
 
+    def positional(
+        self, conn: AsyncConnection, statement: sa.Executable, params: dict[str, Any]
+    ) -> tuple[str, list[Any]]:
+        """The SQL text of a statement and its arguments in the order the driver takes them,
+        for `fetch_all` overrides that go straight to the driver (and the statement hook)."""
+        sql, names, defaults = _compiled(statement, conn.dialect)
+        args = [params[name] if name in params else defaults[name] for name in names]
+        if self.statement_hook is not None:
+            self.statement_hook(sql, args)
+        return sql, args
+
     async def insert_ignore(
         self,
         conn: AsyncConnection,
@@ -107,6 +119,16 @@ class Backend:
     async def explain(self, conn: AsyncConnection, statement: sa.Executable) -> str:
         """The query plan as text, for tests that check indexes are used."""
         raise NotImplementedError
+
+
+@functools.lru_cache(maxsize=256)
+def _compiled(
+    statement: sa.Executable, dialect: Any
+) -> tuple[str, tuple[str, ...], dict[str, Any]]:
+    """SQL text, parameter names in order, and the values of parameters bound in the
+    statement itself (literals such as `column == "trace"`)."""
+    compiled = statement.compile(dialect=dialect)
+    return compiled.string, tuple(compiled.positiontup or ()), dict(compiled.params)
 
 
 def chunks(rows: Sequence[Any], size: int) -> list[Sequence[Any]]:

@@ -130,10 +130,7 @@ class SQLiteBackend(Backend):
         # Straight to the driver, on the connection of the open transaction: aiosqlite's
         # `execute_fetchall` is one round trip to its thread, where SQLAlchemy's cursor takes
         # four (cursor, execute, fetch, close). A reward's write is then a few hops, not a dozen.
-        sql, names, defaults = _compiled(statement, conn.dialect)
-        args = [params[name] if name in params else defaults[name] for name in names]
-        if self.statement_hook is not None:
-            self.statement_hook(sql, args)
+        sql, args = self.positional(conn, statement, params)
         raw = await conn.get_raw_connection()
         return list(await raw.driver_connection.execute_fetchall(sql, args))
 
@@ -229,16 +226,6 @@ _ADVANCE_COUNTERS = sa.text(
 @functools.cache
 def _highest_pk(table: sa.Table) -> sa.Select[Any]:
     return sa.select(sa.func.max(table.c.pk))
-
-
-@functools.lru_cache(maxsize=256)
-def _compiled(
-    statement: sa.Executable, dialect: Any
-) -> tuple[str, tuple[str, ...], dict[str, Any]]:
-    """SQL text, parameter names in order, and the values of parameters bound in the
-    statement itself (literals such as `column == "trace"`)."""
-    compiled = statement.compile(dialect=dialect)
-    return compiled.string, tuple(compiled.positiontup or ()), dict(compiled.params)
 
 
 @functools.lru_cache(maxsize=64)
