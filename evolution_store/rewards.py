@@ -27,7 +27,7 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from .backends import in_param
+from .backends import in_param, in_value
 from .models import RESERVED_LINK_KEYS, RewardIn, link_value_text, new_id
 from .queries import MAX_LINKED_IDS, reward_dict
 from .schema import (
@@ -225,63 +225,12 @@ def _match_statement(
 async def resolve_for_spans(
     conn: AsyncConnection, ctx: WriteContext, new_spans: list[NewSpan]
 ) -> None:
-    """Link every stored reward whose target matches one of the spans just inserted."""
-    from .ingest import select_in
+    """Link every stored reward whose target matches one of the spans just inserted.
 
-    links: dict[int, list[int]] = defaultdict(list)
-    span_ids = list({span.span_id for span in new_spans})
-    columns = (rewards.c.pk, rewards.c.target_span_id, rewards.c.target_trace_id)
-    found = await select_in(conn, ctx, columns, rewards.c.target_span_id, span_ids)
-    if found:  # rare: only then is it worth indexing the group's spans by id
-        by_span_id: dict[str, list[NewSpan]] = defaultdict(list)
-        for span in new_spans:
-            by_span_id[span.span_id].append(span)
-        for reward_pk, span_id, trace_id in found:
-            for span in by_span_id[span_id]:
-                if trace_id is None or trace_id == span.trace_id:
-                    links[reward_pk].append(span.pk)
-    roots = [span for span in new_spans if span.is_root]
-    for kind in ("trace", "execution", "task"):
-        await _link_roots(conn, ctx, roots, kind, links)
-    await _match_selectors(conn, ctx, new_spans, links)
-    if links:
-        await _link(conn, ctx, links, {span.pk: span.span_id for span in new_spans})
-
-
-async def _link_roots(
-    conn: AsyncConnection,
-    ctx: WriteContext,
-    roots: list[NewSpan],
-    kind: str,
-    links: dict[int, list[int]],
-) -> None:
-    """Link the rewards that target the trace, execution or task (`kind`) of a new root."""
-    from .ingest import fetch_in
-
-    by_value: dict[str, list[int]] = defaultdict(list)
-    for span in roots:
-        by_value[getattr(span, f"{kind}_id")].append(span.pk)
-    query = functools.partial(_rewards_for_roots, kind)
-    for reward_pk, value in await fetch_in(conn, ctx, query, list(by_value)):
-        links[reward_pk].extend(by_value[value])
-
-
-@functools.cache
-def _rewards_for_roots(kind: str, dialect: str) -> sa.Select[Any]:
-    column = rewards.c[f"target_{kind}_id"]
-    return sa.select(rewards.c.pk, column).where(
-        in_param(column, "values", dialect), rewards.c.target_kind == kind
-    )
-
-
-async def _match_selectors(
-    conn: AsyncConnection,
-    ctx: WriteContext,
-    new_spans: list[NewSpan],
-    links: dict[int, list[int]],
-) -> None:
-    """Find rewards whose selectors all equal some new span's attributes."""
-    from .ingest import fetch_in, indexed_key_set, select_in
+    One lookup finds the rewards that target any of the new spans' ids, any new root's trace,
+    execution or task, or any of their indexed attribute values (`_pending_rewards`): the
+    writer runs this for every group, and nearly always it finds nothing."""
+    from .ingest import indexed_key_set
 
     # Only keys some selector has used (or the default link keys) are looked up; the ids
     # `trace_id`/`span_id` count once a selector has named them.
@@ -292,12 +241,93 @@ async def _match_selectors(
     for values in span_values:
         for key, value in values.items():
             pairs[key].add(value)
-    candidates: set[int] = set()
-    for key, values in pairs.items():
-        rows = await fetch_in(conn, ctx, _selectors_on_values, sorted(values), key=key)
-        candidates.update(row[0] for row in rows)
-    if not candidates:
+    roots = [span for span in new_spans if span.is_root]
+    dialect = conn.dialect.name
+    params: dict[str, Any] = {
+        "span_ids": in_value(list({span.span_id for span in new_spans}), dialect)
+    }
+    for kind in ROOT_TARGETS:
+        ids = {getattr(span, f"{kind}_id") for span in roots}
+        params[f"{kind}_ids"] = in_value(list(ids), dialect)
+    for index, (key, values) in enumerate(pairs.items()):
+        params[f"key_{index}"] = key
+        params[f"values_{index}"] = in_value(sorted(values), dialect)
+    found = await ctx.backend.fetch_all(conn, _pending_rewards(len(pairs), dialect), params)
+    if not found:
         return
+    by_id = {"span": _by_value(new_spans, "span_id")}
+    for kind in ROOT_TARGETS:
+        by_id[kind] = _by_value(roots, f"{kind}_id")
+    links: dict[int, list[int]] = defaultdict(list)
+    candidates: set[int] = set()
+    for reward_pk, kind, value, trace_id in found:
+        if kind == "links":
+            candidates.add(reward_pk)
+            continue
+        # `trace_id` is set only for a span target that names its trace too
+        links[reward_pk].extend(
+            span.pk for span in by_id[kind].get(value, ()) if trace_id in (None, span.trace_id)
+        )
+    if candidates:
+        await _match_selectors(conn, ctx, new_spans, span_values, candidates, links)
+    if links:
+        await _link(conn, ctx, links, {span.pk: span.span_id for span in new_spans})
+
+
+#: target kinds that link to root spans only, by the root's `<kind>_id`
+ROOT_TARGETS = ("trace", "execution", "task")
+
+
+@functools.lru_cache(maxsize=16)
+def _pending_rewards(selector_keys: int, dialect: str) -> sa.CompoundSelect[Any]:
+    """(reward pk, kind, value, trace id) of the rewards that may link to new spans: by span
+    id (`span_ids`; the trace id then narrows it), by a root's trace, execution or task id
+    (`<kind>_ids`), and by a selector on one of `selector_keys` indexed keys (`key_<i>`,
+    `values_<i>`; kind "links", whose other selectors `_match_selectors` checks). One
+    statement of index lookups, one branch each, compiled once per number of keys."""
+    branches = [
+        sa.select(
+            rewards.c.pk, sa.literal("span"), rewards.c.target_span_id, rewards.c.target_trace_id
+        ).where(in_param(rewards.c.target_span_id, "span_ids", dialect))
+    ]
+    for kind in ROOT_TARGETS:
+        column = rewards.c[f"target_{kind}_id"]
+        branches.append(
+            sa.select(rewards.c.pk, sa.literal(kind), column, sa.null()).where(
+                in_param(column, f"{kind}_ids", dialect), rewards.c.target_kind == kind
+            )
+        )
+    for index in range(selector_keys):
+        branches.append(
+            sa.select(
+                reward_selectors.c.reward_pk, sa.literal("links"), sa.null(), sa.null()
+            ).where(
+                reward_selectors.c.key == sa.bindparam(f"key_{index}"),
+                in_param(reward_selectors.c.value, f"values_{index}", dialect),
+            )
+        )
+    return sa.union_all(*branches)
+
+
+def _by_value(spans: list[NewSpan], attribute: str) -> dict[str, list[NewSpan]]:
+    grouped: dict[str, list[NewSpan]] = defaultdict(list)
+    for span in spans:
+        grouped[getattr(span, attribute)].append(span)
+    return grouped
+
+
+async def _match_selectors(
+    conn: AsyncConnection,
+    ctx: WriteContext,
+    new_spans: list[NewSpan],
+    span_values: list[dict[str, str]],
+    candidates: set[int],
+    links: dict[int, list[int]],
+) -> None:
+    """Link the candidate rewards (one selector matched) whose selectors all equal some new
+    span's values (`span_values`, in `new_spans` order)."""
+    from .ingest import select_in
+
     wanted: dict[int, dict[str, str]] = defaultdict(dict)
     columns = (reward_selectors.c.reward_pk, reward_selectors.c.key, reward_selectors.c.value)
     for reward_pk, key, value in await select_in(
@@ -308,14 +338,6 @@ async def _match_selectors(
         for span, values in zip(new_spans, span_values, strict=True):
             if all(values.get(key) == value for key, value in selectors.items()):
                 links[reward_pk].append(span.pk)
-
-
-@functools.cache
-def _selectors_on_values(dialect: str) -> sa.Select[Any]:
-    return sa.select(reward_selectors.c.reward_pk).where(
-        reward_selectors.c.key == sa.bindparam("key"),
-        in_param(reward_selectors.c.value, "values", dialect),
-    )
 
 
 def _selector_values(span: NewSpan, id_keys: list[str]) -> dict[str, str]:
