@@ -19,7 +19,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from . import rewards as reward_writes
 from .backends import in_param, in_value
-from .models import RewardIn, SpanRecord, new_id
+from .models import TASK_STATUS_FOR_EXECUTION, RewardIn, SpanRecord, new_id
 from .schema import executions, indexed_keys, span_attributes, span_tags, spans, tasks
 from .span_rows import SPAN_COLUMNS, PreparedSpan
 from .span_rows import dumps as dumps  # re-exported: records and rewards write JSON too
@@ -144,7 +144,8 @@ async def _insert_spans(
     conn: AsyncConnection, ctx: WriteContext, prepared: list[PreparedSpan]
 ) -> list[NewSpan]:
     records = [span.record for span in prepared]
-    owners = await _assign_owners(conn, ctx, records, [span.owner_ids for span in prepared])
+    named = [span.owner_ids for span in prepared]
+    owners, settle = await _assign_owners(conn, ctx, records, named)
     sequences = await _next_sequences(conn, ctx, records, owners)
     pks = await ctx.backend.reserve_pks(conn, spans, len(records))
     indexed = await indexed_key_set(conn, ctx)
@@ -183,7 +184,7 @@ async def _insert_spans(
     await ctx.backend.insert_rows(
         conn, span_attributes, ("digest", "span_pk"), attribute_rows, fresh=True
     )
-    await _settle_executions_from_roots(conn, ctx, records, owners)
+    await _settle_executions(conn, ctx, settle)
     return new_spans
 
 
@@ -205,13 +206,14 @@ async def _assign_owners(
     ctx: WriteContext,
     records: list[SpanRecord],
     named: list[tuple[str | None, str | None]],
-) -> list[tuple[str, str]]:
-    """(task id, execution id) for each record, creating unknown tasks and executions.
+) -> tuple[list[tuple[str, str]], Settlement]:
+    """(task id, execution id) for each record, creating unknown tasks and executions; and
+    what the records' root spans change in the executions and tasks stored before.
 
     `named` holds the ids each record names (`promote.ids_from_attributes`). An unknown
     execution id without a task id becomes its own task; a task id alone means its latest
     execution; a span with neither belongs to a task (and single execution) named by its
-    trace id.
+    trace id. Executions and tasks created here start with their root's outcome.
     """
     wanted = await _inherit_trace_owners(conn, ctx, records, named)
     execution_ids = list({execution for _, execution in wanted if execution})
@@ -227,9 +229,22 @@ async def _assign_owners(
     latest = await _latest_executions(conn, ctx, tasks_without_execution)
     for task_id in tasks_without_execution:
         latest.setdefault(task_id, new_id())
-    resolved = [(task, execution or latest[task]) for task, execution in owners]
-    await _create_missing(conn, ctx, records, resolved, known_executions)
-    return resolved  # type: ignore[return-value]
+    resolved: list[tuple[str, str]] = [
+        (task, execution or latest[task])  # type: ignore[misc]
+        for task, execution in owners
+    ]
+    outcomes = _root_outcomes(records, resolved)
+    new_executions, new_tasks = await _create_missing(
+        conn, ctx, records, resolved, known_executions, outcomes
+    )
+    # A stored task follows its latest execution again when one of its executions ended or
+    # a new one started.
+    changed = {task for task, execution in resolved if execution in outcomes}
+    settlement = Settlement(
+        {key: value for key, value in outcomes.items() if key not in new_executions},
+        list((changed | set(new_executions.values())) - new_tasks),
+    )
+    return resolved, settlement
 
 
 async def _inherit_trace_owners(
@@ -294,7 +309,12 @@ async def _create_missing(
     records: list[SpanRecord],
     owners: list[tuple[str, str]],
     known_executions: dict[str, str],
-) -> None:
+    outcomes: dict[str, str],
+) -> tuple[dict[str, str], set[str]]:
+    """Create the tasks and executions `owners` name that do not exist; returns the
+    executions created (id -> task id) and the ids of the tasks created. A new execution
+    whose root is among `records` starts with its outcome, a new task with the status its
+    latest execution gives it."""
     task_names: dict[str, str] = {}
     new_executions: dict[str, str] = {}
     for record, (task_id, execution_id) in zip(records, owners, strict=True):
@@ -305,11 +325,35 @@ async def _create_missing(
             new_executions[execution_id] = task_id
     rows = await select_in(conn, ctx, (tasks.c.id,), tasks.c.id, list(task_names))
     existing_tasks = {row[0] for row in rows}
+    still_missing = await _filter_missing(conn, ctx, new_executions) if new_executions else {}
+    # Tasks created just now have no executions yet: only older ones need their last attempt.
+    attempts = await _max_attempts(
+        conn, ctx, list({task for task in still_missing.values() if task in existing_tasks})
+    )
+    execution_rows = []
+    # a new task's status follows its latest execution, all of which are new
+    task_status: dict[str, str] = {}
+    for execution_id, task_id in still_missing.items():
+        attempts[task_id] = attempts.get(task_id, 0) + 1
+        status = outcomes.get(execution_id, "running")
+        task_status[task_id] = TASK_STATUS_FOR_EXECUTION[status]
+        execution_rows.append(
+            {
+                "id": execution_id,
+                "task_id": task_id,
+                "attempt": attempts[task_id],
+                "status": status,
+                "origin": "span",
+                "created_at": ctx.now_ns,
+                "updated_at": ctx.now_ns,
+                "ended_at": None if status == "running" else ctx.now_ns,
+            }
+        )
     task_rows = [
         {
             "id": task_id,
             "name": name[:500],
-            "status": "running",
+            "status": task_status.get(task_id, "running"),
             "origin": "span",
             "created_at": ctx.now_ns,
             "updated_at": ctx.now_ns,
@@ -318,28 +362,8 @@ async def _create_missing(
         if task_id not in existing_tasks
     ]
     await ctx.backend.insert_ignore(conn, tasks, task_rows, fresh=True)
-    if not new_executions:
-        return
-    still_missing = await _filter_missing(conn, ctx, new_executions)
-    # Tasks created just now have no executions yet: only older ones need their last attempt.
-    attempts = await _max_attempts(
-        conn, ctx, list({task for task in still_missing.values() if task in existing_tasks})
-    )
-    execution_rows = []
-    for execution_id, task_id in still_missing.items():
-        attempts[task_id] = attempts.get(task_id, 0) + 1
-        execution_rows.append(
-            {
-                "id": execution_id,
-                "task_id": task_id,
-                "attempt": attempts[task_id],
-                "status": "running",
-                "origin": "span",
-                "created_at": ctx.now_ns,
-                "updated_at": ctx.now_ns,
-            }
-        )
     await ctx.backend.insert_ignore(conn, executions, execution_rows, fresh=True)
+    return still_missing, {row["id"] for row in task_rows}
 
 
 async def _filter_missing(
@@ -399,26 +423,38 @@ def _end_executions(dialect: str) -> sa.Update:
     )
 
 
-async def _settle_executions_from_roots(
-    conn: AsyncConnection,
-    ctx: WriteContext,
-    records: list[SpanRecord],
-    owners: list[tuple[str, str]],
-) -> None:
-    """An execution still `running` when its root span arrives takes the root's outcome; the
-    task follows its latest execution. Explicit status updates (PATCH) win over this."""
+def _root_outcomes(records: list[SpanRecord], owners: list[tuple[str, str]]) -> dict[str, str]:
+    """execution id -> "succeeded" or "failed", for each execution whose ended root span is
+    among `records` (any failed root fails it)."""
     outcome: dict[str, str] = {}
     for record, (_, execution_id) in zip(records, owners, strict=True):
         if record.parent_span_id is None and record.end_time is not None:
             failed = record.status_code == "error" or outcome.get(execution_id) == "failed"
             outcome[execution_id] = "failed" if failed else "succeeded"
-    if not outcome:
-        return
+    return outcome
+
+
+@dataclass(slots=True)
+class Settlement:
+    """What a group's root spans change in executions and tasks stored before it (those
+    created in the group start with their outcome: `_create_missing`)."""
+
+    #: execution id -> outcome (`_root_outcomes`)
+    outcomes: dict[str, str]
+    #: tasks whose status must follow their latest execution again
+    tasks: list[str]
+
+
+async def _settle_executions(
+    conn: AsyncConnection, ctx: WriteContext, settlement: Settlement
+) -> None:
+    """An execution still `running` when its root span arrives takes the root's outcome; the
+    task follows its latest execution. Explicit status updates (PATCH) win over this."""
     from .records import refresh_task_status
 
+    outcomes = settlement.outcomes
     for status in ("succeeded", "failed"):
-        ids = [execution_id for execution_id, value in outcome.items() if value == status]
+        ids = [execution_id for execution_id, value in outcomes.items() if value == status]
         if ids:
             await fetch_in(conn, ctx, _end_executions, ids, outcome=status, now=ctx.now_ns)
-    task_ids = list({task_id for (task_id, execution_id) in owners if execution_id in outcome})
-    await refresh_task_status(conn, ctx, task_ids)
+    await refresh_task_status(conn, ctx, settlement.tasks)

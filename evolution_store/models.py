@@ -35,6 +35,14 @@ EXECUTION_STATUSES = ("running", "succeeded", "failed", "timeout")
 REWARD_SOURCES = ("human", "llm", "code", "env")
 RESERVED_LINK_KEYS = ("trace_id", "span_id")
 
+#: What a task's status becomes when its latest execution ends in each state.
+TASK_STATUS_FOR_EXECUTION = {
+    "running": "running",
+    "succeeded": "succeeded",
+    "failed": "failed",
+    "timeout": "failed",
+}
+
 
 def new_id() -> str:
     """A fresh 32-hex id for tasks, executions and rewards the caller did not name."""

@@ -11,7 +11,14 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from .backends import in_param
 from .errors import InvalidInput, NotFound
 from .ingest import dumps, fetch_in
-from .models import EXECUTION_STATUSES, TASK_STATUSES, ExecutionIn, TaskIn, new_id
+from .models import (
+    EXECUTION_STATUSES,
+    TASK_STATUS_FOR_EXECUTION,
+    TASK_STATUSES,
+    ExecutionIn,
+    TaskIn,
+    new_id,
+)
 from .schema import (
     executions,
     reward_links,
@@ -23,14 +30,6 @@ from .schema import (
 )
 from .span_rows import stored_tags
 from .writer import WriteContext
-
-#: What a task's status becomes when its latest execution ends in each state.
-TASK_STATUS_FOR_EXECUTION = {
-    "running": "running",
-    "succeeded": "succeeded",
-    "failed": "failed",
-    "timeout": "failed",
-}
 
 
 async def create_task(conn: AsyncConnection, ctx: WriteContext, task: TaskIn) -> tuple[str, bool]:

@@ -105,6 +105,34 @@ async def test_retries_number_attempts_and_task_status_follows_latest(
     assert not created and again["name"] == "solve"
 
 
+async def test_root_spans_settle_new_and_stored_executions_alike(store: EvolutionStore) -> None:
+    # A root's outcome ends its execution, whether the execution was created by this very
+    # batch (then it starts ended) or stored before; the task follows its latest execution.
+    ids = {"evolution.task.id": "t-roots"}
+    first = span_record(attributes={**ids, "evolution.execution.id": "e-1"}, status_code="error")
+    await store.ingest([first])
+    ended = await store.get_execution("e-1")
+    assert (ended["status"], ended["attempt"]) == ("failed", 1)
+    assert ended["ended_at"] is not None
+    assert (await store.get_task("t-roots"))["status"] == "failed"
+
+    retry = {**ids, "evolution.execution.id": "e-2"}
+    child = span_record(attributes=retry, parent_span_id=span_id())
+    await store.ingest([child])  # no root yet: the new attempt runs
+    assert (await store.get_execution("e-2"))["status"] == "running"
+    assert (await store.get_task("t-roots"))["status"] == "running"
+    root = span_record(attributes=retry, trace_id=child.trace_id)
+    await store.ingest([root])
+    assert (await store.get_execution("e-2"))["status"] == "succeeded"
+    assert (await store.get_task("t-roots"))["status"] == "succeeded"
+
+    third = span_record(attributes={**ids, "evolution.execution.id": "e-3"})
+    await store.ingest([third])  # a new attempt of a stored task, ended in one batch
+    settled = await store.get_execution("e-3")
+    assert (settled["status"], settled["attempt"]) == ("succeeded", 3)
+    assert (await store.get_execution("e-1"))["status"] == "failed"
+
+
 async def test_explicit_create_fills_in_a_task_made_by_a_span(store: EvolutionStore) -> None:
     record = span_record(attributes={"evolution.task.id": "late-task"})
     await store.ingest([record])
