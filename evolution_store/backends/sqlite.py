@@ -241,4 +241,7 @@ def _autocommit_driver(dbapi_connection: Any, _record: Any = None) -> None:
 
 
 def _begin_immediate(conn: Any) -> None:
-    conn.exec_driver_sql("BEGIN IMMEDIATE")
+    # Straight to aiosqlite: one trip to its thread, where `exec_driver_sql` takes three
+    # (cursor, execute, close); each is a wait for the GIL when the server is busy, and the
+    # writer begins a transaction for every group.
+    conn.connection.dbapi_connection.run_async(lambda driver: driver.execute("BEGIN IMMEDIATE"))
