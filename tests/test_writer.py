@@ -186,3 +186,28 @@ async def test_a_statement_sent_straight_to_the_driver_is_part_of_the_transactio
             sa.select(indexed_keys.c.key).where(indexed_keys.c.key == "rolled.back")
         )
         assert rows.all() == []
+
+
+@pytest.mark.postgres
+@pytest.mark.parametrize("backend", ["postgres"], indirect=True)
+async def test_a_lost_database_connection_costs_a_retry_not_the_write(
+    store: EvolutionStore, store_url: str
+) -> None:
+    # Postgres restarted, or an idle connection cut by the network: the next group finds the
+    # writer's connection dead and runs again on a new one.
+    await store.ingest(agent_traces(1))
+    import asyncpg
+
+    admin = await asyncpg.connect(store_url.replace("postgresql+asyncpg://", "postgresql://"))
+    try:
+        killed = await admin.fetch(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+            "WHERE datname = current_database() AND pid <> pg_backend_pid()"
+        )
+    finally:
+        await admin.close()
+    assert killed
+    result = await store.ingest(agent_traces(2))
+    assert result.accepted == 20
+    page = await store.list_spans(SpanQuery(limit=100))
+    assert len(page.items) == 30
