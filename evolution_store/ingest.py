@@ -330,25 +330,11 @@ async def _create_missing(
     attempts = await _max_attempts(
         conn, ctx, list({task for task in still_missing.values() if task in existing_tasks})
     )
-    execution_rows = []
-    # a new task's status follows its latest execution, all of which are new
-    task_status: dict[str, str] = {}
-    for execution_id, task_id in still_missing.items():
-        attempts[task_id] = attempts.get(task_id, 0) + 1
-        status = outcomes.get(execution_id, "running")
-        task_status[task_id] = TASK_STATUS_FOR_EXECUTION[status]
-        execution_rows.append(
-            {
-                "id": execution_id,
-                "task_id": task_id,
-                "attempt": attempts[task_id],
-                "status": status,
-                "origin": "span",
-                "created_at": ctx.now_ns,
-                "updated_at": ctx.now_ns,
-                "ended_at": None if status == "running" else ctx.now_ns,
-            }
-        )
+    execution_rows = _execution_rows(still_missing, attempts, outcomes, ctx.now_ns)
+    # A new task's status follows its latest execution, all of which are new.
+    task_status = {
+        row["task_id"]: TASK_STATUS_FOR_EXECUTION[row["status"]] for row in execution_rows
+    }
     task_rows = [
         {
             "id": task_id,
@@ -364,6 +350,30 @@ async def _create_missing(
     await ctx.backend.insert_ignore(conn, tasks, task_rows, fresh=True)
     await ctx.backend.insert_ignore(conn, executions, execution_rows, fresh=True)
     return still_missing, {row["id"] for row in task_rows}
+
+
+def _execution_rows(
+    missing: dict[str, str], attempts: dict[str, int], outcomes: dict[str, str], now: int
+) -> list[dict[str, Any]]:
+    """Rows of the executions to create (id -> task id), numbered after each task's last
+    attempt (`attempts`, updated), in order: a task's latest comes last."""
+    rows = []
+    for execution_id, task_id in missing.items():
+        attempts[task_id] = attempts.get(task_id, 0) + 1
+        status = outcomes.get(execution_id, "running")
+        rows.append(
+            {
+                "id": execution_id,
+                "task_id": task_id,
+                "attempt": attempts[task_id],
+                "status": status,
+                "origin": "span",
+                "created_at": now,
+                "updated_at": now,
+                "ended_at": None if status == "running" else now,
+            }
+        )
+    return rows
 
 
 async def _filter_missing(

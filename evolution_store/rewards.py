@@ -243,6 +243,22 @@ async def resolve_for_spans(
             pairs[key].add(value)
     roots = [span for span in new_spans if span.is_root]
     dialect = conn.dialect.name
+    params = _pending_params(new_spans, roots, pairs, dialect)
+    found = await ctx.backend.fetch_all(conn, _pending_rewards(len(pairs), dialect), params)
+    if not found:
+        return
+    links, candidates = _target_links(found, new_spans, roots)
+    if candidates:
+        await _match_selectors(conn, ctx, new_spans, span_values, candidates, links)
+    if links:
+        await _link(conn, ctx, links, {span.pk: span.span_id for span in new_spans})
+
+
+def _pending_params(
+    new_spans: list[NewSpan], roots: list[NewSpan], pairs: dict[str, set[str]], dialect: str
+) -> dict[str, Any]:
+    """The parameters of `_pending_rewards` for these spans, their roots and the values of
+    their indexed keys (`pairs`)."""
     params: dict[str, Any] = {
         "span_ids": in_value(list({span.span_id for span in new_spans}), dialect)
     }
@@ -252,9 +268,15 @@ async def resolve_for_spans(
     for index, (key, values) in enumerate(pairs.items()):
         params[f"key_{index}"] = key
         params[f"values_{index}"] = in_value(sorted(values), dialect)
-    found = await ctx.backend.fetch_all(conn, _pending_rewards(len(pairs), dialect), params)
-    if not found:
-        return
+    return params
+
+
+def _target_links(
+    found: list[Any], new_spans: list[NewSpan], roots: list[NewSpan]
+) -> tuple[dict[int, list[int]], set[int]]:
+    """From the rows of `_pending_rewards`: the links of rewards that target a span, trace,
+    execution or task (reward pk -> span pks), and the rewards with a matching selector,
+    whose other selectors are still to check."""
     by_id = {"span": _by_value(new_spans, "span_id")}
     for kind in ROOT_TARGETS:
         by_id[kind] = _by_value(roots, f"{kind}_id")
@@ -268,10 +290,7 @@ async def resolve_for_spans(
         links[reward_pk].extend(
             span.pk for span in by_id[kind].get(value, ()) if trace_id in (None, span.trace_id)
         )
-    if candidates:
-        await _match_selectors(conn, ctx, new_spans, span_values, candidates, links)
-    if links:
-        await _link(conn, ctx, links, {span.pk: span.span_id for span in new_spans})
+    return links, candidates
 
 
 #: target kinds that link to root spans only, by the root's `<kind>_id`
