@@ -1,13 +1,14 @@
 """`POST /v1/traces` through the real app on SQLite and Postgres: protobuf, JSON and gzip,
 idempotent retries, partial success, 400/413/415 answers with `google.rpc.Status` bodies,
-503 + Retry-After on overload, carried rewards, and the real OTel HTTP exporter against a real
-server process."""
+503 + Retry-After on overload, carried rewards, the real OTel HTTP exporter against a real
+server process, and bodies captured from the OpenTelemetry JS SDK's exporters."""
 
 from __future__ import annotations
 
 import asyncio
 import gzip
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -440,3 +441,69 @@ def test_real_otlp_http_exporter_against_a_real_server(
     items = listed.json()["items"]
     assert len(items) == 5
     assert {item["task_id"] for item in items} == {"otlp-http-task"}
+
+
+# ------------------------------------------------- another language's SDK: OpenTelemetry JS
+
+JS_FIXTURES = Path(__file__).parent / "fixtures" / "otlp"
+
+
+@pytest.mark.parametrize(
+    ("fixture", "content_type"),
+    [("js-sdk-0.223.1.json", "application/json"), ("js-sdk-0.223.1.pb", "application/x-protobuf")],
+)
+def test_bodies_from_the_javascript_sdk_exporters(
+    live_server: Callable[..., Any], store_url: str, fixture: str, content_type: str
+) -> None:
+    """What the OpenTelemetry JS SDK's OTLP/HTTP exporters sent, byte for byte
+    (`fixtures/otlp/js-sdk-emit.js` tells how they were made): its JSON has its own shape
+    (integers as numbers, times as strings, link flags, keys in its own order), and it streams
+    a body with chunked transfer encoding, no Content-Length, as this test does."""
+    body = (JS_FIXTURES / fixture).read_bytes()
+    server = live_server(store_url)
+
+    def chunked() -> Iterator[bytes]:
+        yield body[:100]
+        yield body[100:]
+
+    answer = httpx.post(
+        server.otlp_http_url, content=chunked(), headers={"content-type": content_type}
+    )
+    assert answer.status_code == 200, answer.text
+    assert answer.headers["content-type"] == content_type
+
+    task = "node-task-js-json" if content_type == JSON["content-type"] else "node-task-js-protobuf"
+    listed = httpx.get(server.url + "/api/v1/spans", params={"task_id": task}).json()["items"]
+    by_name = {item["name"]: item for item in listed}
+    assert sorted(by_name) == ["chat gpt-4o", "invoke_agent node"]
+    root, chat = by_name["invoke_agent node"], by_name["chat gpt-4o"]
+    assert root["parent_span_id"] is None and chat["parent_span_id"] == root["span_id"]
+    assert (root["kind"], chat["kind"]) == ("server", "client")
+    assert (chat["status_code"], chat["status_message"]) == ("error", "boom")
+    assert chat["attributes"] == {
+        "gen_ai.operation.name": "chat",
+        "gen_ai.request.model": "gpt-4o",
+        "gen_ai.usage.input_tokens": 120,
+        "gen_ai.usage.output_tokens": 33,
+        "temperature": 0.25,
+        "stream": False,
+        "stop": ["a", "b"],
+        "big": 9007199254740991,
+    }
+    assert (chat["model"], chat["input_tokens"], chat["output_tokens"]) == ("gpt-4o", 120, 33)
+    assert root["agent"] == "node-bot"
+    assert [event["name"] for event in chat["events"]] == ["gen_ai.evaluation.result", "note"]
+    assert chat["events"][1]["attributes"] == {"n": 3}
+    assert chat["links"] == [
+        {"trace_id": root["trace_id"], "span_id": root["span_id"], "attributes": {"why": "self"}}
+    ]
+    assert chat["resource"] == {"service.name": "node-agent", "evolution.task.id": task}
+    assert chat["scope"] == {"name": "node-emitter", "version": "1.2.3"}
+
+    # The gen_ai.evaluation.result event is a reward on the span that carries it.
+    rewards = httpx.get(
+        server.url + "/api/v1/rewards", params={"trace_id": chat["trace_id"]}
+    ).json()["items"]
+    assert [(r["name"], r["value"], r["span_ids"]) for r in rewards] == [
+        ("relevance", 0.75, [chat["span_id"]])
+    ]
