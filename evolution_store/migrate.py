@@ -9,7 +9,7 @@ from pathlib import Path
 from alembic import command
 from alembic.config import Config
 from sqlalchemy.engine import Connection
-from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 import migrations
 
@@ -38,14 +38,19 @@ async def upgrade_engine(engine: AsyncEngine, revision: str = "head") -> None:
 
 
 def upgrade(url: str, revision: str = "head") -> None:
-    """Synchronous entry for the CLI: migrate the database at `url` to `revision`."""
+    """Synchronous entry (the CLI, `serve`'s migration process): migrate the database at `url`
+    to `revision` over the store's own writer engine, so a new SQLite file is made as the
+    store makes it: its page size and WAL mode are set at its first connection, never after
+    (a plain engine left 4 KiB pages, for good)."""
 
     async def run() -> None:
-        backend_for(url)  # checks what can be checked before connecting
-        engine = create_async_engine(normalize_url(url))
+        backend = backend_for(url)  # checks what can be checked before connecting
+        writer, reader = backend.create_engines()
         try:
-            await upgrade_engine(engine, revision)
+            await upgrade_engine(writer, revision)
         finally:
-            await engine.dispose()
+            await writer.dispose()
+            await reader.dispose()
+            backend.close()
 
     asyncio.run(run())

@@ -4,12 +4,15 @@ line on a bad or unreachable database."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import sqlite3
 import subprocess
 import sys
 
 from click.testing import CliRunner
 
 from evolution_store import EvolutionStore
+from evolution_store.backends.sqlite import PRAGMAS
 from evolution_store.cli import cli
 from evolution_store.models import TaskIn
 
@@ -32,6 +35,16 @@ def test_upgrade_migrates_a_new_sqlite_file(tmp_path):
     assert asyncio.run(_usable_without_migrating(url)) == "after-upgrade"
     again = CliRunner().invoke(cli, ["db", "upgrade", "--db", url])
     assert again.exit_code == 0, again.output
+
+
+def test_upgrade_makes_a_new_sqlite_file_as_the_store_does(tmp_path):
+    # A page size only takes on a file with no tables yet: the first connection must set it.
+    path = tmp_path / "fresh.db"
+    result = CliRunner().invoke(cli, ["db", "upgrade", "--db", f"sqlite:///{path}"])
+    assert result.exit_code == 0, result.output
+    with contextlib.closing(sqlite3.connect(path)) as conn:
+        assert conn.execute("PRAGMA page_size").fetchone()[0] == int(PRAGMAS["page_size"])
+        assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
 
 
 def test_upgrade_reads_the_environment(tmp_path, monkeypatch):
