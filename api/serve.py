@@ -18,22 +18,27 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import multiprocessing
 import signal
 import socket
 import threading
 from collections.abc import Callable, Iterator
+from multiprocessing.connection import Connection
 from types import FrameType
 from typing import Any
 
 import uvicorn
+from sqlalchemy.exc import SQLAlchemyError
 from starlette.types import ASGIApp, Receive, Scope, Send
 from uvicorn.loops.auto import auto_loop_factory
 
 from evolution_store import EvolutionStore
+from evolution_store.backends import backend_for
 from evolution_store.config import Settings
 from evolution_store.errors import EvolutionStoreError
 from evolution_store.heap import settle_heap
 from evolution_store.otlp_decoder import OtlpDecoder, default_workers
+from evolution_store.writer import first_line
 
 from .app import SHUTDOWN_TIMEOUT, create_app
 
@@ -50,22 +55,35 @@ def run(settings: Settings, *, echo: Callable[[str], None] = print) -> None:
 
     The event loop is the one `uvicorn.run` would pick (`loop="auto"`): uvloop when installed,
     as with `uvicorn[standard]`, else asyncio's."""
-    with asyncio.Runner(loop_factory=auto_loop_factory()) as runner:
-        runner.run(serve(settings, echo=echo))
-
-
-async def serve(settings: Settings, *, echo: Callable[[str], None] = print) -> None:
-    """Async body of `run`: bind, open the store, start gRPC, serve HTTP, drain, close."""
     listeners = _listeners(settings)
     if settings.otlp_grpc_port:
         # Probe first: gRPC's own bind failure is a C-core log line plus a vague message.
         _bind(settings.host, settings.otlp_grpc_port, "OTLP/gRPC").close()
     sockets = [_bind(settings.host, port, what) for what, port in listeners]
     try:
-        store = await _open_store(settings)
+        # Before the event loop and any thread exist: the migration runs in a forked child.
+        migrated = migrate_in_child(settings.store_url)
     except BaseException:
-        for sock in sockets:
-            sock.close()
+        _close(sockets)
+        raise
+    with asyncio.Runner(loop_factory=auto_loop_factory()) as runner:
+        runner.run(serve(settings, listeners, sockets, migrate=not migrated, echo=echo))
+
+
+async def serve(
+    settings: Settings,
+    listeners: list[tuple[str, int]],
+    sockets: list[socket.socket],
+    *,
+    migrate: bool,
+    echo: Callable[[str], None] = print,
+) -> None:
+    """Async body of `run`, on its bound sockets: open the store, start gRPC, serve HTTP,
+    drain, close."""
+    try:
+        store = await _open_store(settings, migrate=migrate)
+    except BaseException:
+        _close(sockets)
         raise
     grpc_server = None
     workers = settings.otlp_decode_workers
@@ -104,8 +122,7 @@ async def serve(settings: Settings, *, echo: Callable[[str], None] = print) -> N
             settle_heap()
             await server.serve(sockets=sockets)
         finally:
-            for sock in sockets:
-                sock.close()
+            _close(sockets)
             if grpc_server is not None:
                 await grpc_server.stop(SHUTDOWN_TIMEOUT)
             await decoder.close()
@@ -201,6 +218,11 @@ def _listeners(settings: Settings) -> list[tuple[str, int]]:
     return listeners
 
 
+def _close(sockets: list[socket.socket]) -> None:
+    for sock in sockets:
+        sock.close()
+
+
 def _bind(host: str, port: int, what: str) -> socket.socket:
     try:
         family, _, _, _, address = socket.getaddrinfo(
@@ -216,10 +238,54 @@ def _bind(host: str, port: int, what: str) -> socket.socket:
     return socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP, fileno=sock.detach())
 
 
-async def _open_store(settings: Settings) -> EvolutionStore:
+def migrate_in_child(url: str) -> bool:
+    """Migrate the database at `url` in a forked child process; True once it is at the latest
+    schema. The server then never imports Alembic and the migration scripts: ~10 MB of its
+    resident memory, held for its whole life, for a moment's work. Raises `ServeError` when
+    the migration fails. False when it cannot be done apart (no fork on this platform, or an
+    in-memory database, which a child would not share): the store migrates as it opens.
+
+    Call it before any thread or event loop exists: a fork copies only the calling thread."""
+    try:
+        in_memory = backend_for(url).in_memory
+    except EvolutionStoreError as exc:
+        raise ServeError(f"cannot open {_redact(url)}: {exc}") from exc
+    if in_memory or "fork" not in multiprocessing.get_all_start_methods():
+        return False
+    context = multiprocessing.get_context("fork")
+    receiver, sender = context.Pipe(duplex=False)
+    child = context.Process(target=_migrate, args=(url, sender), name="evolution-store-migrate")
+    child.start()
+    sender.close()  # the child's copy stays open: end of file only once the child is gone
+    try:
+        failure = receiver.recv()
+    except EOFError:  # the child died before answering
+        child.join()
+        failure = f"the migration process exited with code {child.exitcode}"
+    child.join()
+    receiver.close()
+    if failure is not None:
+        raise ServeError(f"cannot open {_redact(url)}: {failure}")
+    return True
+
+
+def _migrate(url: str, answer: Connection) -> None:
+    """In the child: migrate and answer None, or the reason it failed (one line)."""
+    from evolution_store.migrate import upgrade
+
+    try:
+        upgrade(url)
+    except (EvolutionStoreError, SQLAlchemyError, OSError) as exc:
+        answer.send(first_line(exc))
+    else:
+        answer.send(None)
+
+
+async def _open_store(settings: Settings, *, migrate: bool) -> EvolutionStore:
     try:
         return await EvolutionStore.open(
             settings.store_url,
+            migrate=migrate,
             queue_max_spans=settings.queue_max_spans,
             queue_max_bytes=settings.queue_max_bytes,
         )

@@ -17,6 +17,7 @@ from factories import span_batch, span_dict
 
 from evolution_store import EvolutionStore
 from evolution_store.cli import cli
+from evolution_store.models import TaskIn
 from evolution_store.queries import SpanQuery
 
 API = "/api/v1"
@@ -162,6 +163,55 @@ def test_grpc_receiver_shares_the_store(live_server, tmp_path):
         found = client.get(server.url + f"{API}/spans", params={"trace_id": trace}).json()
     assert [item["name"] for item in found["items"]] == ["over-grpc"]
     assert server.stop() == 0
+
+
+def _migrate_in_child(url: str, cwd) -> subprocess.CompletedProcess[str]:
+    """`serve`'s migration step, in a fresh interpreter as the server runs it (a fork from
+    this test process would copy its threads' locks). Prints what the serving process then
+    holds of the migration machinery."""
+    code = (
+        "import sys\n"
+        "from api.serve import ServeError, migrate_in_child\n"
+        "try:\n"
+        f"    print(migrate_in_child({url!r}))\n"
+        "except ServeError as exc:\n"
+        "    print('ServeError:', exc)\n"
+        "print(sorted(m for m in ('alembic', 'migrations') if m in sys.modules))\n"
+    )
+    return subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, cwd=cwd, timeout=120
+    )
+
+
+def test_serve_migrates_in_a_child_and_never_imports_alembic(tmp_path):
+    url = f"sqlite:///{tmp_path / 'fresh.db'}"
+    result = _migrate_in_child(url, tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines() == ["True", "[]"], result.stdout
+
+    async def usable_without_migrating() -> bool:
+        store = await EvolutionStore.open(url, migrate=False)
+        try:
+            return (await store.create_task(TaskIn(id="after-child")))[1]
+        finally:
+            await store.close()
+
+    assert asyncio.run(usable_without_migrating())
+
+
+def test_a_failed_migration_in_the_child_is_one_error(tmp_path):
+    result = _migrate_in_child("postgresql://nobody:secret@127.0.0.1:1/none", tmp_path)
+    assert result.returncode == 0, result.stderr
+    answer, imported = result.stdout.splitlines()
+    assert answer.startswith("ServeError: cannot open postgresql://"), answer
+    assert "secret" not in answer
+    assert imported == "[]"
+
+
+def test_an_in_memory_database_migrates_in_the_server(tmp_path):
+    # A child would migrate a database of its own: the store migrates it as it opens.
+    result = _migrate_in_child("sqlite:///:memory:", tmp_path)
+    assert result.stdout.splitlines() == ["False", "[]"], result.stderr
 
 
 def _run_cli(*args: str, cwd, env: dict | None = None) -> subprocess.CompletedProcess[str]:

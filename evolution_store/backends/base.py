@@ -29,6 +29,8 @@ class Backend:
     name = "base"
     #: the most bound parameters one statement may carry
     max_params = 30_000
+    #: the database lives in this process's memory: another process cannot reach it
+    in_memory = False
 
     def __init__(self, url: str) -> None:
         self.url = url

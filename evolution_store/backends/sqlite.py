@@ -70,10 +70,12 @@ class SQLiteBackend(Backend):
     def __init__(self, url: str) -> None:
         super().__init__(url)
         database = sa.engine.make_url(url).database
-        in_memory = not database or database == ":memory:" or database.startswith("file::memory:")
-        if not in_memory:
+        self.in_memory = (
+            not database or database == ":memory:" or database.startswith("file::memory:")
+        )
+        if not self.in_memory:
             _check_directory(database)
-        self._checkpointer = None if in_memory else Checkpointer(database)
+        self._checkpointer = None if self.in_memory else Checkpointer(database)
 
     def group_committed(self) -> None:
         if self._checkpointer is not None:
