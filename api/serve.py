@@ -33,7 +33,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from uvicorn.loops.auto import auto_loop_factory
 
 from evolution_store import EvolutionStore
-from evolution_store.backends import backend_for
+from evolution_store.backends import backend_for, redact_url
 from evolution_store.config import Settings
 from evolution_store.errors import EvolutionStoreError
 from evolution_store.heap import settle_heap
@@ -111,7 +111,7 @@ async def serve(
             )
             server = _Server(config)
             signals.attach(server)
-            backend, where = store.backend_name, _redact(settings.store_url)
+            backend, where = store.backend_name, redact_url(settings.store_url)
             echo(f"evolution-store {backend} database at {where}")
             for what, port in listeners:
                 echo(f"{what} on http://{_host_text(settings.host)}:{port}")
@@ -249,7 +249,7 @@ def migrate_in_child(url: str) -> bool:
     try:
         in_memory = backend_for(url).in_memory
     except EvolutionStoreError as exc:
-        raise ServeError(f"cannot open {_redact(url)}: {exc}") from exc
+        raise ServeError(f"cannot open {redact_url(url)}: {exc}") from exc
     if in_memory or "fork" not in multiprocessing.get_all_start_methods():
         return False
     context = multiprocessing.get_context("fork")
@@ -257,15 +257,16 @@ def migrate_in_child(url: str) -> bool:
     child = context.Process(target=_migrate, args=(url, sender), name="evolution-store-migrate")
     child.start()
     sender.close()  # the child's copy stays open: end of file only once the child is gone
-    try:
-        failure = receiver.recv()
-    except EOFError:  # the child died before answering
-        child.join()
-        failure = f"the migration process exited with code {child.exitcode}"
+    with receiver:
+        try:
+            failure = receiver.recv()
+        except EOFError:  # the child died before answering
+            failure = None
     child.join()
-    receiver.close()
+    if failure is None and child.exitcode:
+        failure = f"the migration process exited with code {child.exitcode}"
     if failure is not None:
-        raise ServeError(f"cannot open {_redact(url)}: {failure}")
+        raise ServeError(f"cannot open {redact_url(url)}: {failure}")
     return True
 
 
@@ -290,7 +291,7 @@ async def _open_store(settings: Settings, *, migrate: bool) -> EvolutionStore:
             queue_max_bytes=settings.queue_max_bytes,
         )
     except (EvolutionStoreError, OSError) as exc:
-        raise ServeError(f"cannot open {_redact(settings.store_url)}: {exc}") from exc
+        raise ServeError(f"cannot open {redact_url(settings.store_url)}: {exc}") from exc
 
 
 async def _start_grpc(store: EvolutionStore, settings: Settings, decoder: OtlpDecoder) -> Any:
@@ -315,13 +316,3 @@ def _local_port(scope: Scope) -> int | None:
 
 def _host_text(host: str) -> str:
     return f"[{host}]" if ":" in host else host
-
-
-def _redact(url: str) -> str:
-    """The URL without its password, for messages."""
-    scheme, sep, rest = url.partition("://")
-    credentials, at, location = rest.rpartition("@")
-    if not sep or not at or ":" not in credentials:
-        return url
-    user = credentials.split(":", 1)[0]
-    return f"{scheme}://{user}:***@{location}"

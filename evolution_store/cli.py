@@ -115,22 +115,15 @@ def upgrade(store_url: str | None) -> None:
     """Migrate the database to the latest schema (serve also does this on start)."""
     from sqlalchemy.exc import SQLAlchemyError
 
+    from .backends import redact_url
     from .errors import EvolutionStoreError
     from .migrate import upgrade as upgrade_database
+    from .writer import first_line
 
     settings = _settings(store_url=store_url)
-    shown = _redact(settings.store_url)
+    shown = redact_url(settings.store_url)
     try:
         upgrade_database(settings.store_url)
     except (EvolutionStoreError, SQLAlchemyError, OSError) as exc:
-        reason = str(getattr(exc, "orig", None) or exc).strip().splitlines() or [repr(exc)]
-        raise click.ClickException(f"cannot upgrade {shown}: {reason[0]}") from exc
+        raise click.ClickException(f"cannot upgrade {shown}: {first_line(exc)}") from exc
     click.echo(f"{shown} is at the latest schema")
-
-
-def _redact(url: str) -> str:
-    scheme, sep, rest = url.partition("://")
-    credentials, at, location = rest.rpartition("@")
-    if not sep or not at or ":" not in credentials:
-        return url
-    return f"{scheme}://{credentials.split(':', 1)[0]}:***@{location}"

@@ -55,6 +55,8 @@ from typing import Any
 import httpx
 import pytest
 
+from evolution_store.backends import redact_url
+
 DEFAULT_POSTGRES_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 
@@ -181,7 +183,7 @@ def _postgres_state() -> _Postgres:
         except Exception as exc:  # any failure to reach or set up Postgres is a skip reason
             detail = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             _postgres = _Postgres(
-                reason=f"PostgreSQL unreachable at {_redact(_admin_url())}: {detail}"
+                reason=f"PostgreSQL unreachable at {redact_url(_admin_url())}: {detail}"
             )
     return _postgres
 
@@ -189,7 +191,7 @@ def _postgres_state() -> _Postgres:
 def pytest_report_header(config: pytest.Config) -> list[str]:
     lines = [f"SQLite {sqlite3.sqlite_version}"]
     try:
-        lines.append(_run(_pg_probe()) + f" at {_redact(_admin_url())}")
+        lines.append(_run(_pg_probe()) + f" at {redact_url(_admin_url())}")
     except Exception as exc:
         detail = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         outcome = "fail (CI=true)" if IN_CI else "be skipped"
@@ -201,15 +203,6 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     if _postgres is not None and _postgres.database:
         with contextlib.suppress(Exception):
             _run(_pg_drop(_postgres))
-
-
-def _redact(url: str) -> str:
-    from sqlalchemy.engine import make_url
-
-    try:
-        return make_url(url).render_as_string(hide_password=True)
-    except Exception:
-        return "<invalid URL>"
 
 
 # -- backends, stores, clients ----------------------------------------------------------------

@@ -36,6 +36,16 @@ def normalize_url(url: str) -> str:
     )
 
 
+def redact_url(url: str) -> str:
+    """The URL without its password, for messages."""
+    scheme, sep, rest = url.partition("://")
+    credentials, at, location = rest.rpartition("@")
+    if not sep or not at or ":" not in credentials:
+        return url
+    user = credentials.split(":", 1)[0]
+    return f"{scheme}://{user}:***@{location}"
+
+
 def backend_for(url: str) -> Backend:
     url = normalize_url(url)
     if url.startswith("sqlite"):
