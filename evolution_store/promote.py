@@ -15,8 +15,10 @@ from .models import SpanRecord, clean_text
 
 TASK_ID_KEYS = ("evolution.task.id", "agentlightning.rollout_id")
 EXECUTION_ID_KEYS = ("evolution.execution.id", "agentlightning.attempt_id")
+_ID_KEYS = frozenset(TASK_ID_KEYS + EXECUTION_ID_KEYS)
 TAGS_KEY = "evolution.tags"
 AL_TAG_PREFIX = "agentlightning.tag."
+_AL_FIRST_TAG = AL_TAG_PREFIX + "0"
 
 AGENT_KEYS = ("gen_ai.agent.name", "agent.name", "evolution.agent")
 OPERATION_KEYS = ("gen_ai.operation.name", "openinference.span.kind")
@@ -69,6 +71,9 @@ def ids_from_attributes(record: SpanRecord) -> tuple[str | None, str | None]:
     task_id = _as_id(record.task_id)
     execution_id = _as_id(record.execution_id)
     for source in (record.resource, record.attributes):
+        # Most spans name neither id: one pass over the keys in C settles those.
+        if _ID_KEYS.isdisjoint(source):
+            continue
         task_id = task_id or _as_id(first(source, TASK_ID_KEYS))
         execution_id = execution_id or _as_id(first(source, EXECUTION_ID_KEYS))
     return task_id, execution_id
@@ -83,22 +88,31 @@ def _as_id(value: Any) -> str | None:
 
 def tags_from_attributes(record: SpanRecord) -> list[str]:
     """Tags given explicitly, in `evolution.tags`, or Agent Lightning's `agentlightning.tag.<i>`."""
-    carried = record.attributes.get(TAGS_KEY)
-    if not record.tags and carried is None and AL_TAG_PREFIX + "0" not in record.attributes:
+    attributes = record.attributes
+    carried = attributes.get(TAGS_KEY)
+    # Agent Lightning numbers its tags from 0; skip the scan when there is none.
+    numbered = _AL_FIRST_TAG in attributes
+    if not record.tags and carried is None and not numbered:
         return []
     tags = list(record.tags)
-    carried = record.attributes.get(TAGS_KEY)
     if isinstance(carried, str):
         tags.append(carried)
-    elif isinstance(carried, list | tuple):
-        tags.extend(str(tag) for tag in carried)
-    # Agent Lightning numbers its tags from 0; skip the scan when there is none.
-    if AL_TAG_PREFIX + "0" in record.attributes:
-        for key, value in record.attributes.items():
+    elif isinstance(carried, (list, tuple)):  # a tuple checks faster than a union
+        tags.extend(map(str, carried))
+    if numbered:
+        for key, value in attributes.items():
             if key.startswith(AL_TAG_PREFIX) and isinstance(value, str):
                 tags.append(value)
-    # Deduplicated after cutting and cleaning: two tags may become one (rows must be unique).
-    return list(dict.fromkeys(clean_text(tag[:200]) for tag in tags if tag))
+    return unique_tags(tags)
+
+
+def unique_tags(tags: list[str]) -> list[str]:
+    """Non-empty tags cut to 200 characters and cleaned (`clean_text`), without repeats (rows
+    must be unique), in order. Deduplicated after cutting and cleaning: two may become one."""
+    joined = "".join(tags)
+    if len(joined) <= 200 and joined.isascii() and "\x00" not in joined and "" not in tags:
+        return list(dict.fromkeys(tags))  # the usual tags: nothing to cut, clean or drop
+    return list(dict.fromkeys([clean_text(tag[:200]) for tag in tags if tag]))
 
 
 class PriceTable:
@@ -120,7 +134,21 @@ class PriceTable:
         return ((input_tokens or 0) * per_input + (output_tokens or 0) * per_output) / 1_000_000
 
 
-def promoted_columns(record: SpanRecord, prices: PriceTable) -> dict[str, Any]:
+#: what `promoted_columns` returns, in order
+PROMOTED_COLUMNS = (
+    "agent",
+    "operation",
+    "model",
+    "input_tokens",
+    "output_tokens",
+    "cost",
+    "duration_ns",
+)
+
+
+def promoted_columns(record: SpanRecord, prices: PriceTable) -> tuple[Any, ...]:
+    """The span's promoted column values, in `PROMOTED_COLUMNS` order (a tuple, not a dict:
+    this runs for every span ingested)."""
     attributes = record.attributes
     operation = first(attributes, OPERATION_KEYS)
     operation = str(operation)[:100] if operation is not None else None
@@ -130,18 +158,20 @@ def promoted_columns(record: SpanRecord, prices: PriceTable) -> dict[str, Any]:
     is_llm = operation is not None and operation.lower() in LLM_OPERATIONS
     input_tokens = _as_int(first(attributes, INPUT_TOKEN_KEYS)) if is_llm else None
     output_tokens = _as_int(first(attributes, OUTPUT_TOKEN_KEYS)) if is_llm else None
-    cost = _as_float(attributes.get("llm.cost.total"))
+    cost = attributes.get("llm.cost.total")
+    if cost is not None:
+        cost = _as_float(cost)
     if cost is None and is_llm:
         cost = prices.cost(model, input_tokens, output_tokens)
     duration = None
     if record.end_time is not None and record.end_time >= record.start_time:
         duration = record.end_time - record.start_time
-    return {
-        "agent": clean_text(str(agent)[:500]) if agent is not None else None,
-        "operation": clean_text(operation) if operation else None,
-        "model": clean_text(model) if model else None,
-        "input_tokens": input_tokens,
-        "output_tokens": output_tokens,
-        "cost": cost,
-        "duration_ns": duration,
-    }
+    return (
+        clean_text(str(agent)[:500]) if agent is not None else None,
+        clean_text(operation) if operation else None,
+        clean_text(model) if model else None,
+        input_tokens,
+        output_tokens,
+        cost,
+        duration,
+    )

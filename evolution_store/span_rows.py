@@ -13,14 +13,20 @@ Rows are tuples in `SPAN_COLUMNS` order, which the backends insert without per-r
 from __future__ import annotations
 
 from collections.abc import Collection, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from hashlib import blake2b
 from typing import Any
 
 import orjson
 
 from .models import RESERVED_LINK_KEYS, SpanRecord, clean_text, link_value_text
-from .promote import PriceTable, ids_from_attributes, promoted_columns, tags_from_attributes
+from .promote import (
+    PROMOTED_COLUMNS,
+    PriceTable,
+    ids_from_attributes,
+    promoted_columns,
+    tags_from_attributes,
+)
 
 #: columns the writer fills in, then the prepared ones, in the order rows carry them
 WRITER_COLUMNS = ("pk", "task_id", "execution_id", "sequence", "ingested_at")
@@ -40,13 +46,7 @@ PREPARED_COLUMNS = (
     "resource",
     "scope",
     "tags",
-    "agent",
-    "operation",
-    "model",
-    "input_tokens",
-    "output_tokens",
-    "cost",
-    "duration_ns",
+    *PROMOTED_COLUMNS,
 )
 SPAN_COLUMNS = WRITER_COLUMNS + PREPARED_COLUMNS
 _ATTRIBUTES_AT = PREPARED_COLUMNS.index("attributes")
@@ -127,22 +127,28 @@ def prepare_spans(
     records: Iterable[SpanRecord], prices: PriceTable, indexed_keys: frozenset[str]
 ) -> list[PreparedSpan]:
     """Prepare every record; `indexed_keys` is the caller's latest view of the key set."""
-    shared: _JsonCache = {}
-    return [_prepare(record, prices, indexed_keys, shared) for record in records]
+    batch = _Batch()
+    return [_prepare(record, prices, indexed_keys, batch) for record in records]
 
 
-#: id of a resource or scope dict -> (the dict, its JSON), for one `prepare_spans` call
-_JsonCache = dict[int, tuple[dict[str, Any], str]]
+@dataclass(slots=True)
+class _Batch:
+    """What the spans of one `prepare_spans` call share."""
+
+    #: id of a resource or scope dict -> (the dict, its JSON)
+    json: dict[int, tuple[dict[str, Any], str]] = field(default_factory=dict)
+    #: (key, canonical value) -> digest: a trace's spans repeat their conversation id
+    digests: dict[tuple[str, str], int] = field(default_factory=dict)
 
 
-def _shared_json(value: dict[str, Any], shared: _JsonCache) -> str:
+def _shared_json(value: dict[str, Any], batch: _Batch) -> str:
     """JSON of a resource or scope, made once for every span that shares the dict (an OTLP
     export's spans share their resource's): one string object, so a batch pickled for another
     process carries it once (pickle memoises by identity). The cache holds the dict itself,
     so its id cannot be reused by another dict while the cache lives."""
-    entry = shared.get(id(value))
+    entry = batch.json.get(id(value))
     if entry is None:
-        entry = shared[id(value)] = (value, dumps(value))
+        entry = batch.json[id(value)] = (value, dumps(value))
     return entry[1]
 
 
@@ -150,10 +156,9 @@ def _prepare(
     record: SpanRecord,
     prices: PriceTable,
     indexed_keys: frozenset[str],
-    shared: _JsonCache,
+    batch: _Batch,
 ) -> PreparedSpan:
     tags = tags_from_attributes(record)
-    promoted = promoted_columns(record, prices)
     values = (
         record.trace_id,
         record.span_id,
@@ -167,16 +172,10 @@ def _prepare(
         dumps(record.attributes),
         dumps(record.events),
         dumps(record.links),
-        _shared_json(record.resource, shared),
-        _shared_json(record.scope, shared),
+        _shared_json(record.resource, batch),
+        _shared_json(record.scope, batch),
         dumps(tags),
-        promoted["agent"],
-        promoted["operation"],
-        promoted["model"],
-        promoted["input_tokens"],
-        promoted["output_tokens"],
-        promoted["cost"],
-        promoted["duration_ns"],
+        *promoted_columns(record, prices),
     )
     found = indexed_values(record.attributes, indexed_keys)
     return PreparedSpan(
@@ -186,7 +185,7 @@ def _prepare(
         owner_ids=ids_from_attributes(record),
         indexed_for=indexed_keys,
         indexed_values=found,
-        index_digests=index_digests(found),
+        index_digests=index_digests(found, batch.digests) if found else [],
     )
 
 
@@ -196,18 +195,30 @@ def indexed_values(attributes: dict[str, Any], keys: Iterable[str]) -> dict[str,
     found: dict[str, str] = {}
     # Only the keys the span has: a span carries a few of the indexed keys, if any.
     for key in attributes.keys() & keys:
-        value = attributes[key]
         if key in RESERVED_LINK_KEYS:
             continue
-        if isinstance(value, str | int | float | bool):
-            found[key] = link_value_text(value)
+        value = attributes[key]
+        if type(value) is str:  # the usual value, already canonical
+            found[key] = value
+        elif isinstance(value, (str, int, float)):  # a tuple checks faster than a union
+            found[key] = link_value_text(value)  # bool is an int
     return found
 
 
-def index_digests(values: dict[str, str]) -> list[int]:
+def index_digests(
+    values: dict[str, str], known: dict[tuple[str, str], int] | None = None
+) -> list[int]:
     """The span's `span_attributes` rows: one digest per indexed (key, value), without
-    repeats (Postgres COPYs these rows with no conflict handling)."""
-    digests = [attribute_digest(key, text) for key, text in values.items()]
+    repeats (Postgres COPYs these rows with no conflict handling). `known` caches digests
+    across the spans of a batch."""
+    if known is None:
+        known = {}
+    digests = []
+    for pair in values.items():
+        digest = known.get(pair)
+        if digest is None:
+            digest = known[pair] = attribute_digest(*pair)
+        digests.append(digest)
     return list(dict.fromkeys(digests)) if len(digests) > 1 else digests
 
 

@@ -9,6 +9,7 @@ from factories import span_id, span_record, task_in, trace_id
 
 from evolution_store import EvolutionStore, InvalidInput, NotFound
 from evolution_store.models import ExecutionIn, SpanRecord, TaskIn
+from evolution_store.promote import unique_tags
 from evolution_store.queries import SpanQuery
 
 
@@ -213,6 +214,20 @@ async def test_spans_join_the_task_their_trace_names(store: EvolutionStore) -> N
     await store.ingest([late])  # later group: looked up from the stored spans
     page = await store.list_spans(SpanQuery(task_id="named"))
     assert [span["name"] for span in page.items] == ["root", "child", "late"]
+
+
+@pytest.mark.parametrize(
+    ("tags", "expected"),
+    [
+        (["a", "b", "a"], ["a", "b"]),  # the usual tags: kept as they are, once each
+        (["a", "", "b"], ["a", "b"]),
+        (["x\x00", "x\ufffd", "é"], ["x\ufffd", "é"]),
+        (["t" * 150, "t" * 50], ["t" * 150, "t" * 50]),  # 200 characters in all, none cut
+        (["t" * 201, "t" * 200], ["t" * 200]),
+    ],
+)
+def test_unique_tags(tags: list[str], expected: list[str]) -> None:
+    assert unique_tags(tags) == expected
 
 
 async def test_tags_that_become_one_after_cutting_and_cleaning(store: EvolutionStore) -> None:
