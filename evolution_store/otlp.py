@@ -215,27 +215,36 @@ def _pb_span(
     status = span.status
     code = status.code
 
+    # Most spans have no events and no links: asking whether a list is empty costs a third
+    # of iterating it (0.3 against 0.9 µs a span for the two, bench spans).
     events: list[dict[str, Any]] = []
     has_evaluation = False
-    for event in span.events:
-        event_name = event.name
-        if event_name == GENAI_EVENT:
-            has_evaluation = True
-        events.append(
+    span_events = span.events
+    if span_events:
+        for event in span_events:
+            event_name = event.name
+            if event_name == GENAI_EVENT:
+                has_evaluation = True
+            events.append(
+                {
+                    "name": event_name,
+                    "time_unix_nano": event.time_unix_nano,
+                    "attributes": _pb_attributes(event.attributes),
+                }
+            )
+    span_links = span.links
+    links = (
+        [
             {
-                "name": event_name,
-                "time_unix_nano": event.time_unix_nano,
-                "attributes": _pb_attributes(event.attributes),
+                "trace_id": link.trace_id.hex(),
+                "span_id": link.span_id.hex(),
+                "attributes": _pb_attributes(link.attributes),
             }
-        )
-    links = [
-        {
-            "trace_id": link.trace_id.hex(),
-            "span_id": link.span_id.hex(),
-            "attributes": _pb_attributes(link.attributes),
-        }
-        for link in span.links
-    ]
+            for link in span_links
+        ]
+        if span_links
+        else []
+    )
     attributes = _pb_attributes(span.attributes)
     record = SpanRecord(
         trace_id=trace_id.hex(),

@@ -170,11 +170,13 @@ def _prepare(
         record.status_code,
         clean_text(record.status_message or ""),
         dumps(record.attributes),
-        dumps(record.events),
-        dumps(record.links),
+        # Most spans have no events, links or tags: one "[]" object for all of them, which a
+        # batch pickled for another process then carries once (pickle memoises by identity).
+        dumps(record.events) if record.events else "[]",
+        dumps(record.links) if record.links else "[]",
         _shared_json(record.resource, batch),
         _shared_json(record.scope, batch),
-        dumps(tags),
+        dumps(tags) if tags else "[]",
         *promoted_columns(record, prices),
     )
     found = indexed_values(record.attributes, indexed_keys)
