@@ -64,6 +64,8 @@ _TRACE_ID_AT, _SPAN_ID_AT, _PARENT_AT, _NAME_AT, _START_AT, _END_AT, _STATUS_AT 
     )
 )
 
+_EMPTY_LIST = "[]"
+
 #: Deeper JSON than this is kept as its text: no reader needs it, and recursion has limits.
 MAX_JSON_DEPTH = 64
 
@@ -170,13 +172,11 @@ def _prepare(
         record.status_code,
         clean_text(record.status_message or ""),
         dumps(record.attributes),
-        # Most spans have no events, links or tags: one "[]" object for all of them, which a
-        # batch pickled for another process then carries once (pickle memoises by identity).
-        dumps(record.events) if record.events else "[]",
-        dumps(record.links) if record.links else "[]",
+        dumps(record.events),
+        dumps(record.links),
         _shared_json(record.resource, batch),
         _shared_json(record.scope, batch),
-        dumps(tags) if tags else "[]",
+        dumps(tags),
         *promoted_columns(record, prices),
     )
     found = indexed_values(record.attributes, indexed_keys)
@@ -247,6 +247,10 @@ def dumps(value: Any) -> str:
     """JSON text for a stored value. orjson is the fast path; what it refuses (ints beyond 64
     bits, lone surrogates, nesting deeper than 254) is made storable first — a span is never
     lost over its attributes."""
+    # Most spans have no events, links or tags: one "[]" object for all of them, which a
+    # batch pickled for another process then carries once (pickle memoises by identity).
+    if type(value) is list and not value:
+        return _EMPTY_LIST
     try:
         return orjson.dumps(value, default=str, option=orjson.OPT_NON_STR_KEYS).decode()
     except (TypeError, orjson.JSONEncodeError):
