@@ -23,7 +23,7 @@ from .models import TASK_STATUS_FOR_EXECUTION, RewardIn, SpanRecord, new_id
 from .schema import executions, indexed_keys, span_attributes, span_tags, spans, tasks
 from .span_rows import SPAN_COLUMNS, PreparedSpan
 from .span_rows import dumps as dumps  # re-exported: records and rewards write JSON too
-from .writer import WriteContext
+from .writer import Conflict, WriteContext, is_unique_violation
 
 
 @dataclass(slots=True)
@@ -126,12 +126,15 @@ async def apply_span_payloads(
 async def _fresh_flags(
     conn: AsyncConnection, ctx: WriteContext, records: list[SpanRecord]
 ) -> list[bool]:
-    """True for each record not yet stored and not repeated earlier in the same group."""
-    span_ids = list({record.span_id for record in records})
-    rows = await select_in(
-        conn, ctx, (spans.c.trace_id, spans.c.span_id), spans.c.span_id, span_ids
-    )
-    existing: set[tuple[str, str]] = {(row[0], row[1]) for row in rows}
+    """True for each record not yet stored and not repeated earlier in the same group. An
+    optimistic group looks nothing up: the spans' insert refuses one stored before."""
+    existing: set[tuple[str, str]] = set()
+    if not ctx.optimistic:
+        span_ids = list({record.span_id for record in records})
+        rows = await select_in(
+            conn, ctx, (spans.c.trace_id, spans.c.span_id), spans.c.span_id, span_ids
+        )
+        existing.update((row[0], row[1]) for row in rows)
     flags = []
     for record in records:
         key = (record.trace_id, record.span_id)
@@ -178,8 +181,14 @@ async def _insert_spans(
         )
         for span, pk, (task_id, execution_id) in zip(prepared, pks, owners, strict=True)
     ]
-    # Fresh primary keys: none of these rows can conflict with a stored one.
-    await ctx.backend.insert_rows(conn, spans, SPAN_COLUMNS, span_rows, fresh=True)
+    # Fresh primary keys: none of these rows can conflict with a stored one, but for a span
+    # an optimistic group did not look up.
+    try:
+        await ctx.backend.insert_rows(conn, spans, SPAN_COLUMNS, span_rows, fresh=True)
+    except Exception as exc:
+        if ctx.optimistic and is_unique_violation(exc):
+            raise Conflict("a span of the group is stored already") from exc
+        raise
     await ctx.backend.insert_rows(conn, span_tags, ("tag", "span_pk"), tag_rows, fresh=True)
     await ctx.backend.insert_rows(
         conn, span_attributes, ("digest", "span_pk"), attribute_rows, fresh=True

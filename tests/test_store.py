@@ -46,6 +46,29 @@ async def test_duplicates_inside_one_group_are_stored_once(store: EvolutionStore
     assert sum(result.duplicates for result in results) == 20
 
 
+async def test_a_group_that_meets_a_stored_span_is_applied_again_with_lookups(
+    store: EvolutionStore,
+) -> None:
+    # A writer starts out assuming spans new (`WriteContext.optimistic`): the insert meets
+    # the stored ones, and the writer rolls back and applies the whole group again, with
+    # lookups: the task created beside the spans once, each span numbered once.
+    stored = trace_records(3)
+    await store.ingest(stored)
+    new = trace_records(3)
+    mixed, (_, created) = await asyncio.gather(
+        store.ingest([*stored[:2], *new]), store.create_task(task_in())
+    )
+    assert (mixed.accepted, mixed.duplicates, created) == (3, 2, True)
+    assert store.writer.conflicts == 1
+    for batch in (stored, new):
+        page = await store.list_spans(SpanQuery(task_id=batch[0].trace_id))
+        assert sorted(span["sequence"] for span in page.items) == [1, 2, 3]
+    # For `LOOKUP_SECONDS` after a conflict, groups look their spans up first.
+    again = await store.ingest(new)
+    assert (again.accepted, again.duplicates) == (0, 3)
+    assert store.writer.conflicts == 1
+
+
 async def test_span_without_ids_gets_a_task_and_execution_from_its_trace(
     store: EvolutionStore,
 ) -> None:

@@ -103,7 +103,8 @@ class Backend:
         """Bulk insert tuples in `columns` order, skipping rows whose unique keys exist.
 
         `fresh=True` promises that no row conflicts with a stored one (new primary keys, duplicates
-        filtered under the writer's lock), which lets a backend take a faster path."""
+        filtered under the writer's lock), which lets a backend take a faster path; a row that
+        conflicts after all fails the insert (`writer.is_unique_violation`)."""
         raise NotImplementedError
 
     async def advance_counters(

@@ -90,7 +90,8 @@ class PostgresBackend(Backend):
             from sqlalchemy.dialects.postgresql import insert as pg_insert
 
             params = [dict(zip(columns, row, strict=True)) for row in rows]
-            await conn.execute(pg_insert(table).on_conflict_do_nothing(), params)
+            statement = table.insert() if fresh else pg_insert(table).on_conflict_do_nothing()
+            await conn.execute(statement, params)
             return
         raw = await conn.get_raw_connection()
         driver = raw.driver_connection

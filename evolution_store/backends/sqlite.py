@@ -122,9 +122,7 @@ class SQLiteBackend(Backend):
     ) -> None:
         if not rows:
             return
-        # One statement either way: under BEGIN IMMEDIATE nothing else writes, and OR IGNORE
-        # costs nothing measurable when no row conflicts.
-        sql = _insert_or_ignore_sql(table.name, columns)
+        sql = _insert_sql(table.name, columns, ignore=not fresh)
         if self.statement_hook is not None:
             self.statement_hook(sql, rows)
         # Straight to the driver: sqlite3's executemany reuses one prepared statement, and
@@ -238,10 +236,11 @@ def _highest_pk(table: sa.Table) -> sa.Select[Any]:
 
 
 @functools.lru_cache(maxsize=64)
-def _insert_or_ignore_sql(table: str, columns: tuple[str, ...]) -> str:
+def _insert_sql(table: str, columns: tuple[str, ...], *, ignore: bool) -> str:
     names = ", ".join(f'"{name}"' for name in columns)
     marks = ", ".join("?" for _ in columns)
-    return f'INSERT INTO "{table}" ({names}) VALUES ({marks}) ON CONFLICT DO NOTHING'
+    conflicts = " ON CONFLICT DO NOTHING" if ignore else ""
+    return f'INSERT INTO "{table}" ({names}) VALUES ({marks}){conflicts}'
 
 
 def _autocommit_driver(dbapi_connection: Any, _record: Any = None) -> None:
