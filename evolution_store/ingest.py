@@ -148,8 +148,8 @@ async def _insert_spans(
 ) -> list[NewSpan]:
     records = [span.record for span in prepared]
     named = [span.owner_ids for span in prepared]
-    owners, settle = await _assign_owners(conn, ctx, records, named)
-    sequences = await _next_sequences(conn, ctx, records, owners)
+    owners, settle, new_tasks = await _assign_owners(conn, ctx, records, named)
+    sequences = await _next_sequences(conn, ctx, records, owners, new_tasks)
     pks = await ctx.backend.reserve_pks(conn, spans, len(records))
     indexed = await indexed_key_set(conn, ctx)
     for span in prepared:
@@ -215,9 +215,10 @@ async def _assign_owners(
     ctx: WriteContext,
     records: list[SpanRecord],
     named: list[tuple[str | None, str | None]],
-) -> tuple[list[tuple[str, str]], Settlement]:
-    """(task id, execution id) for each record, creating unknown tasks and executions; and
-    what the records' root spans change in the executions and tasks stored before.
+) -> tuple[list[tuple[str, str]], Settlement, set[str]]:
+    """(task id, execution id) for each record, creating unknown tasks and executions; what
+    the records' root spans change in the executions and tasks stored before; the ids of the
+    tasks created.
 
     `named` holds the ids each record names (`promote.ids_from_attributes`). An unknown
     execution id without a task id becomes its own task; a task id alone means its latest
@@ -227,15 +228,15 @@ async def _assign_owners(
     wanted = await _inherit_trace_owners(conn, ctx, records, named)
     execution_ids = list({execution for _, execution in wanted if execution})
     known_executions = await _execution_tasks(conn, ctx, execution_ids)
-    owners: list[tuple[str | None, str | None]] = []
-    for record, (task_id, execution_id) in zip(records, wanted, strict=True):
-        if execution_id:
-            task_id = known_executions.get(execution_id) or task_id or execution_id
-        elif not task_id:
-            task_id = execution_id = record.trace_id
-        owners.append((task_id, execution_id))
+    owners: list[tuple[str | None, str | None]] = [
+        (known_executions.get(execution_id) or task_id or execution_id, execution_id)
+        if execution_id
+        else (task_id, None)
+        for task_id, execution_id in wanted
+    ]
     tasks_without_execution = list({task for task, execution in owners if not execution})
     latest = await _latest_executions(conn, ctx, tasks_without_execution)
+    stored_executions = known_executions | {execution: task for task, execution in latest.items()}
     for task_id in tasks_without_execution:
         latest.setdefault(task_id, new_id())
     resolved: list[tuple[str, str]] = [
@@ -244,7 +245,7 @@ async def _assign_owners(
     ]
     outcomes = _root_outcomes(records, resolved)
     new_executions, new_tasks = await _create_missing(
-        conn, ctx, records, resolved, known_executions, outcomes
+        conn, ctx, records, resolved, stored_executions, outcomes
     )
     # A stored task follows its latest execution again when one of its executions ended or
     # a new one started.
@@ -253,7 +254,7 @@ async def _assign_owners(
         {key: value for key, value in outcomes.items() if key not in new_executions},
         list((changed | set(new_executions.values())) - new_tasks),
     )
-    return resolved, settlement
+    return resolved, settlement, new_tasks
 
 
 async def _inherit_trace_owners(
@@ -263,7 +264,8 @@ async def _inherit_trace_owners(
     wanted: list[tuple[str | None, str | None]],
 ) -> list[tuple[str | None, str | None]]:
     """Spans that name no task join the task of their trace when another span of it does
-    (in this group, or stored earlier): apps often set `evolution.task.id` on the root only."""
+    (in this group, or stored earlier): apps often set `evolution.task.id` on the root only.
+    The others belong to the task and execution their trace id names."""
     by_trace: dict[str, tuple[str | None, str | None]] = {}
     for record, ids in zip(records, wanted, strict=True):
         if any(ids):
@@ -279,7 +281,7 @@ async def _inherit_trace_owners(
         ):
             by_trace.setdefault(trace, (task_id, execution_id))
     return [
-        ids if any(ids) else by_trace.get(record.trace_id, ids)
+        ids if any(ids) else by_trace.get(record.trace_id, (record.trace_id, record.trace_id))
         for record, ids in zip(records, wanted, strict=True)
     ]
 
@@ -317,29 +319,31 @@ async def _create_missing(
     ctx: WriteContext,
     records: list[SpanRecord],
     owners: list[tuple[str, str]],
-    known_executions: dict[str, str],
+    stored_executions: dict[str, str],
     outcomes: dict[str, str],
 ) -> tuple[dict[str, str], set[str]]:
-    """Create the tasks and executions `owners` name that do not exist; returns the
-    executions created (id -> task id) and the ids of the tasks created. A new execution
-    whose root is among `records` starts with its outcome, a new task with the status its
-    latest execution gives it."""
+    """Create the tasks and executions `owners` name that are not stored (executions:
+    `stored_executions`, id -> task id); returns the executions created (id -> task id) and
+    the ids of the tasks created. A new execution whose root is among `records` starts with
+    its outcome, a new task with the status its latest execution gives it and the count of
+    its spans in `records` (`_next_sequences`)."""
     task_names: dict[str, str] = {}
+    span_counts: dict[str, int] = defaultdict(int)
     new_executions: dict[str, str] = {}
     for record, (task_id, execution_id) in zip(records, owners, strict=True):
         # A task created on the fly takes its root span's name (else its first span's).
         if record.parent_span_id is None or task_id not in task_names:
             task_names[task_id] = record.name
-        if execution_id not in known_executions:
+        span_counts[task_id] += 1
+        if execution_id not in stored_executions:
             new_executions[execution_id] = task_id
     rows = await select_in(conn, ctx, (tasks.c.id,), tasks.c.id, list(task_names))
     existing_tasks = {row[0] for row in rows}
-    still_missing = await _filter_missing(conn, ctx, new_executions) if new_executions else {}
     # Tasks created just now have no executions yet: only older ones need their last attempt.
     attempts = await _max_attempts(
-        conn, ctx, list({task for task in still_missing.values() if task in existing_tasks})
+        conn, ctx, list({task for task in new_executions.values() if task in existing_tasks})
     )
-    execution_rows = _execution_rows(still_missing, attempts, outcomes, ctx.now_ns)
+    execution_rows = _execution_rows(new_executions, attempts, outcomes, ctx.now_ns)
     # A new task's status follows its latest execution, all of which are new.
     task_status = {
         row["task_id"]: TASK_STATUS_FOR_EXECUTION[row["status"]] for row in execution_rows
@@ -349,6 +353,7 @@ async def _create_missing(
             "id": task_id,
             "name": name[:500],
             "status": task_status.get(task_id, "running"),
+            "span_count": span_counts[task_id],
             "origin": "span",
             "created_at": ctx.now_ns,
             "updated_at": ctx.now_ns,
@@ -358,7 +363,7 @@ async def _create_missing(
     ]
     await ctx.backend.insert_ignore(conn, tasks, task_rows, fresh=True)
     await ctx.backend.insert_ignore(conn, executions, execution_rows, fresh=True)
-    return still_missing, {row["id"] for row in task_rows}
+    return new_executions, {row["id"] for row in task_rows}
 
 
 def _execution_rows(
@@ -385,13 +390,6 @@ def _execution_rows(
     return rows
 
 
-async def _filter_missing(
-    conn: AsyncConnection, ctx: WriteContext, candidates: dict[str, str]
-) -> dict[str, str]:
-    present = await _execution_tasks(conn, ctx, list(candidates))
-    return {key: value for key, value in candidates.items() if key not in present}
-
-
 async def _max_attempts(
     conn: AsyncConnection, ctx: WriteContext, task_ids: list[str]
 ) -> dict[str, int]:
@@ -412,14 +410,16 @@ async def _next_sequences(
     ctx: WriteContext,
     records: list[SpanRecord],
     owners: list[tuple[str, str]],
+    new_tasks: set[str],
 ) -> list[int]:
-    """Advance each task's span counter once and number its new spans by start time."""
+    """Advance each stored task's span counter once and number its new spans by start time.
+    Tasks created in this group (`new_tasks`) were created with their count of spans."""
     by_task: dict[str, list[int]] = defaultdict(list)
     for index, (task_id, _) in enumerate(owners):
         by_task[task_id].append(index)
-    counters = await ctx.backend.advance_counters(
-        conn, {task_id: len(indexes) for task_id, indexes in by_task.items()}
-    )
+    stored = {task: len(indexes) for task, indexes in by_task.items() if task not in new_tasks}
+    counters = await ctx.backend.advance_counters(conn, stored) if stored else {}
+    counters.update((task, len(by_task[task])) for task in new_tasks)
     sequences = [0] * len(records)
     for task_id, indexes in by_task.items():
         first = counters[task_id] - len(indexes) + 1
