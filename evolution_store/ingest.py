@@ -1,9 +1,10 @@
 """Applying span batches inside the writer's transaction.
 
-One call handles every span of a commit group: duplicates are filtered with one indexed
-lookup, unknown tasks and executions are created on the fly, per-task sequence numbers are
-handed out by advancing each task's counter in one UPDATE, and the rows go in with the
-backend's bulk insert. No per-span statement anywhere (STYLE "Don'ts").
+One call handles every span of a commit group: duplicates are refused by the unique index
+(optimistic groups, `WriteContext.optimistic`) or filtered with one indexed lookup, unknown
+tasks and executions are created on the fly (with their span count), per-task sequence
+numbers of stored tasks are handed out by advancing their counters in one UPDATE, and the
+rows go in with the backend's bulk insert. No per-span statement anywhere (STYLE "Don'ts").
 """
 
 from __future__ import annotations
