@@ -5,6 +5,8 @@ tasks, executions, rewards, tags — is a job on one queue. A single asyncio tas
 write connection; whenever it wakes it takes everything queued (up to a cap), applies it in
 ONE transaction, commits, and only then resolves each job's future. Concurrent requests thus
 share one commit (and one fsync), and a caller that got its answer knows its data is durable.
+A group assumes its spans are new (`WriteContext.optimistic`); one that meets a stored span
+is rolled back and applied again with lookups (`Conflict`).
 
 The queue is bounded by span count and bytes; a full queue raises `Overloaded` at once, which
 the API turns into 503 + Retry-After. Nothing waits on a timer: the worker sleeps on an
