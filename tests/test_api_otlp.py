@@ -6,7 +6,10 @@ server process, and bodies captured from the OpenTelemetry JS SDK's exporters.""
 from __future__ import annotations
 
 import asyncio
+import copy
 import gzip
+import json
+import random
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -223,6 +226,81 @@ async def test_undecodable_bodies_are_400_with_a_status_body(
     assert response.headers["content-type"] == headers["content-type"]
     status = status_of(response)
     assert status.code == code_pb2.INVALID_ARGUMENT and status.message
+
+
+#: Values a mutated JSON body gets in place of a field: wrong types, out-of-range numbers,
+#: ids of the wrong length, NUL and a lone surrogate in text.
+ODD_VALUES = [
+    None,
+    0,
+    -1,
+    2**64,
+    -(2**70),
+    1.5e308,
+    "",
+    "zz",
+    "0" * 32,
+    "f" * 33,
+    [],
+    {},
+    [1],
+    {"a": 1},
+    True,
+    "\u0000",
+    "\ud800x",
+    "1e5",
+    "-5",
+    str(2**64),
+]
+
+
+def mutated(node: Any, rng: random.Random) -> None:
+    """Replace, drop or descend into one random member of `node`, in place."""
+    if isinstance(node, dict) and node:
+        key = rng.choice(list(node))
+        draw = rng.random()
+        # Mostly deeper: the values that reach the database are leaves.
+        if draw < 0.25 or not isinstance(node[key], dict | list):
+            node[key] = copy.deepcopy(rng.choice(ODD_VALUES))
+        elif draw < 0.3:
+            del node[key]
+        else:
+            mutated(node[key], rng)
+    elif isinstance(node, list) and node:
+        index = rng.randrange(len(node))
+        if rng.random() < 0.25 or not isinstance(node[index], dict | list):
+            node[index] = copy.deepcopy(rng.choice(ODD_VALUES))
+        else:
+            mutated(node[index], rng)
+
+
+async def test_mutated_bodies_are_answered_200_or_400_never_500(
+    api_client: httpx.AsyncClient,
+) -> None:
+    # Valid exports with a few fields replaced by odd values (JSON) or a few bytes flipped
+    # (protobuf), seeded: each is stored (partial success for what is rejected) or refused
+    # with a status body; none reaches the database as a value it cannot store.
+    rng = random.Random(3)
+    spans = finished_spans(3, **{"gen_ai.conversation.id": "c1", "n": 5, "flag": True})
+    valid = protobuf_request(spans)
+    document = orjson.loads(json_body(valid))
+    wire = valid.SerializeToString()
+    seen = set()
+    for _ in range(120):
+        body = copy.deepcopy(document)
+        for _ in range(rng.randint(1, 4)):
+            mutated(body, rng)
+        flipped = bytearray(wire)
+        for _ in range(rng.randint(1, 3)):
+            flipped[rng.randrange(len(flipped))] = rng.randrange(256)
+        # `json`, not orjson: it writes a lone surrogate as an escape and any integer.
+        for content, headers in ((json.dumps(body).encode(), JSON), (bytes(flipped), PB)):
+            response = await api_client.post("/v1/traces", content=content, headers=headers)
+            assert response.status_code in (200, 400), (content[:300], response.text[:300])
+            if response.status_code == 400:
+                assert status_of(response).code == code_pb2.INVALID_ARGUMENT
+            seen.add((headers["content-type"], response.status_code))
+    assert len(seen) == 4  # both encodings were both stored and refused
 
 
 async def test_gzip_bomb_stops_at_the_cap(make_client: Callable[..., Any]) -> None:
