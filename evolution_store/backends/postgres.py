@@ -1,4 +1,5 @@
-"""Postgres: COPY into a per-connection staging table, then INSERT … ON CONFLICT DO NOTHING."""
+"""Postgres: fresh rows COPied straight into their table; rows that may conflict COPied into a
+per-connection staging table, then INSERT … ON CONFLICT DO NOTHING (executemany when few)."""
 
 from __future__ import annotations
 
@@ -12,7 +13,11 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_en
 
 from .base import Backend, execute_each
 
-#: Writes of at least this many rows go through COPY; smaller ones through executemany.
+#: Writes that may conflict with stored rows go through a staging table and COPY from this
+#: many rows on, smaller ones through executemany. Fresh rows (`fresh=True`) always go
+#: straight in with COPY: the ~50 tasks and executions a 512-span group creates took ~2 ms
+#: each through executemany (every row planned on its own), 0.4 ms through COPY (store-only
+#: with one client, 9,426-9,726 against 8,439-8,918 spans/s).
 COPY_MIN_ROWS = 64
 
 #: pg_advisory_xact_lock key held by a writer for each group (any constant unique to us)
@@ -86,12 +91,11 @@ class PostgresBackend(Backend):
     ) -> None:
         if not rows:
             return
-        if len(rows) < COPY_MIN_ROWS:
+        if not fresh and len(rows) < COPY_MIN_ROWS:
             from sqlalchemy.dialects.postgresql import insert as pg_insert
 
             params = [dict(zip(columns, row, strict=True)) for row in rows]
-            statement = table.insert() if fresh else pg_insert(table).on_conflict_do_nothing()
-            await conn.execute(statement, params)
+            await conn.execute(pg_insert(table).on_conflict_do_nothing(), params)
             return
         raw = await conn.get_raw_connection()
         driver = raw.driver_connection
