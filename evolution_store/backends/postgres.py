@@ -17,7 +17,7 @@ from .base import Backend, execute_each
 #: many rows on, smaller ones through executemany. Fresh rows (`fresh=True`) always go
 #: straight in with COPY: the ~50 tasks and executions a 512-span group creates took ~2 ms
 #: each through executemany (every row planned on its own), 0.4 ms through COPY (store-only
-#: with one client, 9,426-9,726 against 8,439-8,918 spans/s).
+#: with one client, 9,428 and 9,726 against 8,439 and 8,918 spans/s).
 COPY_MIN_ROWS = 64
 
 #: pg_advisory_xact_lock key held by a writer for each group (any constant unique to us)
