@@ -10,7 +10,7 @@ rows go in with the backend's bulk insert. No per-span statement anywhere (STYLE
 from __future__ import annotations
 
 import functools
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -329,17 +329,16 @@ async def _create_missing(
     its outcome, a new task with the status its latest execution gives it and the count of
     its spans in `records` (`_next_sequences`)."""
     task_names: dict[str, str] = {}
-    span_counts: dict[str, int] = defaultdict(int)
     new_executions: dict[str, str] = {}
     for record, (task_id, execution_id) in zip(records, owners, strict=True):
         # A task created on the fly takes its root span's name (else its first span's).
         if record.parent_span_id is None or task_id not in task_names:
             task_names[task_id] = record.name
-        span_counts[task_id] += 1
         if execution_id not in stored_executions:
             new_executions[execution_id] = task_id
     rows = await select_in(conn, ctx, (tasks.c.id,), tasks.c.id, list(task_names))
     existing_tasks = {row[0] for row in rows}
+    span_counts = Counter(task_id for task_id, _ in owners)
     # Tasks created just now have no executions yet: only older ones need their last attempt.
     attempts = await _max_attempts(
         conn, ctx, list({task for task in new_executions.values() if task in existing_tasks})
