@@ -10,6 +10,7 @@ import copy
 import gzip
 import json
 import random
+import zlib
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -134,15 +135,44 @@ async def test_json_export_with_hex_ids(api_client: httpx.AsyncClient, store) ->
     assert {row["span_id"] for row in rows} == {format_span_id(s.context.span_id) for s in spans}
 
 
+def raw_deflate(data: bytes) -> bytes:
+    """Deflate data without the zlib header, as some clients send under "deflate"."""
+    compressor = zlib.compressobj(wbits=-zlib.MAX_WBITS)
+    return compressor.compress(data) + compressor.flush()
+
+
+#: Content-Encoding → how a client compresses the body under it.
+COMPRESSIONS: dict[str, Callable[[bytes], bytes]] = {
+    "gzip": gzip.compress,
+    "x-gzip": gzip.compress,
+    "deflate": zlib.compress,  # the zlib format: what Python's OTLP exporter sends
+    "Deflate ": raw_deflate,
+}
+
+
+@pytest.mark.parametrize("encoding", list(COMPRESSIONS))
 @pytest.mark.parametrize("media", ["protobuf", "json"])
-async def test_gzip_bodies(api_client: httpx.AsyncClient, store, media: str) -> None:
+async def test_compressed_bodies(
+    api_client: httpx.AsyncClient, store, media: str, encoding: str
+) -> None:
     spans = finished_spans(4)
     message = protobuf_request(spans)
     raw = message.SerializeToString() if media == "protobuf" else json_body(message)
-    headers = {**(PB if media == "protobuf" else JSON), "content-encoding": "gzip"}
-    response = await api_client.post("/v1/traces", content=gzip.compress(raw), headers=headers)
+    headers = {**(PB if media == "protobuf" else JSON), "content-encoding": encoding}
+    body = COMPRESSIONS[encoding](raw)
+    response = await api_client.post("/v1/traces", content=body, headers=headers)
     assert response.status_code == 200
     assert len(await stored(store, trace_of(spans))) == 4
+
+
+async def test_a_body_of_several_gzip_members_is_read_whole(
+    api_client: httpx.AsyncClient, store
+) -> None:
+    raw = protobuf_request(finished_spans(3)).SerializeToString()
+    body = gzip.compress(raw[:40]) + gzip.compress(raw[40:])
+    headers = {**PB, "content-encoding": "gzip"}
+    response = await api_client.post("/v1/traces", content=body, headers=headers)
+    assert response.status_code == 200
 
 
 async def test_the_same_batch_twice_stores_each_span_once(
@@ -216,6 +246,9 @@ async def test_unknown_content_encoding_is_415(api_client: httpx.AsyncClient) ->
         (JSON, b"[1, 2]"),
         ({**PB, "content-encoding": "gzip"}, b"not gzip at all"),
         ({**JSON, "content-encoding": "gzip"}, gzip.compress(b'{"resourceSpans": []}')[:-8]),
+        ({**PB, "content-encoding": "deflate"}, b"not deflate at all"),
+        ({**JSON, "content-encoding": "deflate"}, zlib.compress(b'{"resourceSpans": []}')[:-4]),
+        ({**JSON, "content-encoding": "deflate"}, zlib.compress(b'{"resourceSpans": []}') * 2),
     ],
 )
 async def test_undecodable_bodies_are_400_with_a_status_body(
@@ -303,17 +336,21 @@ async def test_mutated_bodies_are_answered_200_or_400_never_500(
     assert len(seen) == 4  # both encodings were both stored and refused
 
 
-async def test_gzip_bomb_stops_at_the_cap(make_client: Callable[..., Any]) -> None:
+@pytest.mark.parametrize("encoding", ["gzip", "deflate"])
+async def test_compression_bomb_stops_at_the_cap(
+    make_client: Callable[..., Any], encoding: str
+) -> None:
     cap = 1024 * 1024
-    bomb = gzip.compress(b"\0" * (20 * cap))  # ~20 KB on the wire, 20 MiB inflated
+    compress = COMPRESSIONS[encoding]
+    bomb = compress(b"\0" * (20 * cap))  # ~20 KB on the wire, 20 MiB inflated
     assert len(bomb) < cap
     async with make_client(max_body_bytes=cap) as client:
-        headers = {**PB, "content-encoding": "gzip"}
+        headers = {**PB, "content-encoding": encoding}
         response = await client.post("/v1/traces", content=bomb, headers=headers)
         assert response.status_code == 413
         assert status_of(response).code == code_pb2.RESOURCE_EXHAUSTED
         # Just under the cap still works.
-        fine = gzip.compress(protobuf_request(finished_spans(2)).SerializeToString())
+        fine = compress(protobuf_request(finished_spans(2)).SerializeToString())
         response = await client.post("/v1/traces", content=fine, headers=headers)
         assert response.status_code == 200
 
@@ -493,7 +530,7 @@ async def test_rewards_from_every_carrier_are_stored_and_resolved(
 # --------------------------------------------------------------- the real OTel HTTP exporter
 
 
-@pytest.mark.parametrize("compression", ["none", "gzip"])
+@pytest.mark.parametrize("compression", ["none", "gzip", "deflate"])
 def test_real_otlp_http_exporter_against_a_real_server(
     live_server: Callable[..., Any], store_url: str, compression: str
 ) -> None:
@@ -504,7 +541,11 @@ def test_real_otlp_http_exporter_against_a_real_server(
     server = live_server(store_url)
     exporter = OTLPSpanExporter(
         endpoint=server.otlp_http_url,
-        compression=Compression.Gzip if compression == "gzip" else Compression.NoCompression,
+        compression={
+            "none": Compression.NoCompression,
+            "gzip": Compression.Gzip,
+            "deflate": Compression.Deflate,
+        }[compression],
     )
     spans = finished_spans(5, resource={"evolution.task.id": "otlp-http-task"})
     try:

@@ -193,7 +193,7 @@ async def test_carried_rewards_are_stored(serve: Target, store: Any) -> None:
     assert rewards["reward"]["resolved"] and rewards["relevance"]["resolved"]
 
 
-@pytest.mark.parametrize("compression", ["none", "gzip"])
+@pytest.mark.parametrize("compression", ["NoCompression", "Gzip", "Deflate"])
 async def test_real_otlp_grpc_exporter(serve: Target, store: Any, compression: str) -> None:
     from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
     from opentelemetry.sdk.trace.export import SpanExportResult
@@ -202,9 +202,7 @@ async def test_real_otlp_grpc_exporter(serve: Target, store: Any, compression: s
     exporter = OTLPSpanExporter(
         endpoint=f"http://{target}",
         insecure=True,
-        compression=grpc.Compression.Gzip
-        if compression == "gzip"
-        else grpc.Compression.NoCompression,
+        compression=getattr(grpc.Compression, compression),
     )
     spans = finished_spans(5)
     try:

@@ -1,10 +1,10 @@
-"""OTLP/HTTP trace receiver: `POST /v1/traces` (protobuf or JSON, gzip or not).
+"""OTLP/HTTP trace receiver: `POST /v1/traces` (protobuf or JSON; gzip, deflate or neither).
 
 The answers follow the OTLP spec (OTLP_NOTES "Transport") so that every OTel exporter's retry
 logic does the right thing:
 
     200  stored and committed; `partial_success` names rejected spans (or carries warnings)
-    400  undecodable body, bad gzip              (google.rpc.Status; clients do not retry)
+    400  undecodable body, bad gzip or deflate   (google.rpc.Status; clients do not retry)
     413  body over `max_body_bytes` *after* decompression
     415  unknown Content-Type or Content-Encoding
     503  write queue full (Retry-After) or database unavailable (clients retry)
@@ -40,6 +40,14 @@ router = APIRouter(tags=["otlp"])
 PROTOBUF = "application/x-protobuf"
 JSON = "application/json"
 _MEDIA_TYPES = {PROTOBUF: PROTOBUF, "application/protobuf": PROTOBUF, JSON: JSON}
+#: Content-Encoding → how the body is decompressed (`_Inflater`); others are answered 415.
+_ENCODINGS: dict[str, str | None] = {
+    "": None,
+    "identity": None,
+    "gzip": "gzip",
+    "x-gzip": "gzip",
+    "deflate": "deflate",
+}
 DEFAULT_MAX_BODY_BYTES = 64 * 1024 * 1024
 #: seconds a client should wait after a StorageError (the database may be restarting)
 STORAGE_RETRY_AFTER = 5
@@ -58,7 +66,7 @@ _OPENAPI_BODY: dict[str, Any] = {
     "requestBody": {
         "required": True,
         "description": "An OTLP `ExportTraceServiceRequest`, binary protobuf or OTLP/JSON "
-        "(hex ids); `Content-Encoding: gzip` accepted.",
+        "(hex ids); `Content-Encoding: gzip` or `deflate` accepted.",
         "content": {
             PROTOBUF: {"schema": {"type": "string", "format": "binary"}},
             JSON: {"schema": {"type": "object"}},
@@ -91,21 +99,26 @@ async def export_traces(request: Request) -> Response:
             JSON,
         )
     encoding = request.headers.get("content-encoding", "").strip().lower()
-    if encoding not in ("", "identity", "gzip"):
+    if encoding not in _ENCODINGS:
         return _status_response(
-            415, code_pb2.INVALID_ARGUMENT, "unsupported Content-Encoding; use gzip or none", media
+            415,
+            code_pb2.INVALID_ARGUMENT,
+            "unsupported Content-Encoding; use gzip, deflate or none",
+            media,
         )
     settings = getattr(request.app.state, "settings", None)
     cap = getattr(settings, "max_body_bytes", None) or DEFAULT_MAX_BODY_BYTES
     # The request's bytes count against the intake budget until it is answered.
     with request.app.state.decoder.intake.hold() as hold:
-        return await _receive(request, media, gzip=encoding == "gzip", cap=cap, hold=hold)
+        return await _receive(request, media, _ENCODINGS[encoding], cap=cap, hold=hold)
 
 
-async def _receive(request: Request, media: str, *, gzip: bool, cap: int, hold: Hold) -> Response:
+async def _receive(
+    request: Request, media: str, compression: str | None, *, cap: int, hold: Hold
+) -> Response:
     """Read, decode and store one export; the answer."""
     try:
-        body = await _read_body(request, gzip=gzip, cap=cap, hold=hold)
+        body = await _read_body(request, compression, cap=cap, hold=hold)
     except _BodyError as exc:
         return _status_response(exc.status_code, exc.grpc_code, str(exc), media)
     except Overloaded as exc:  # past the intake budget
@@ -164,9 +177,10 @@ async def _ingest(
     return None
 
 
-async def _read_body(request: Request, *, gzip: bool, cap: int, hold: Hold) -> bytes:
-    """The body, decompressed, never larger than `cap` bytes in memory, each byte held in
-    the intake budget (`hold`: raises `Overloaded`) before it is kept.
+async def _read_body(request: Request, compression: str | None, *, cap: int, hold: Hold) -> bytes:
+    """The body, decompressed (`compression`: "gzip", "deflate" or None), never larger than
+    `cap` bytes in memory, each byte held in the intake budget (`hold`: raises `Overloaded`)
+    before it is kept.
 
     The cap applies after decompression, and decompression is bounded chunk by chunk
     (`max_length`), so a gzip bomb stops at cap + 1 bytes instead of filling memory.
@@ -175,9 +189,9 @@ async def _read_body(request: Request, *, gzip: bool, cap: int, hold: Hold) -> b
     if declared.isdigit():
         if int(declared) > cap:
             raise _BodyError(413, code_pb2.RESOURCE_EXHAUSTED, f"body is larger than {cap} bytes")
-        if not gzip:  # held whole, up front: refused before a byte is read
+        if compression is None:  # held whole, up front: refused before a byte is read
             hold.grow_to(int(declared))
-    inflater = _Inflater(cap) if gzip else None
+    inflater = _Inflater(cap, compression) if compression else None
     parts: list[bytes] = []
     size = 0
     async for chunk in request.stream():
@@ -185,7 +199,7 @@ async def _read_body(request: Request, *, gzip: bool, cap: int, hold: Hold) -> b
             continue
         if inflater is not None:
             inflater.feed(chunk)
-            hold.grow_to(inflater.size)  # a gzip body holds what it inflates to
+            hold.grow_to(inflater.size)  # a compressed body holds what it inflates to
             continue
         size += len(chunk)
         if size > cap:
@@ -198,40 +212,58 @@ async def _read_body(request: Request, *, gzip: bool, cap: int, hold: Hold) -> b
 
 
 class _Inflater:
-    """Incremental gzip decompression (multi-member, like `gzip.decompress`) with a hard cap."""
+    """Incremental decompression with a hard cap: gzip (several members, like
+    `gzip.decompress`) or deflate. HTTP's "deflate" is the zlib format (RFC 9110), which is
+    what the Python SDK's exporter sends (`OTEL_EXPORTER_OTLP_COMPRESSION=deflate`); bare
+    deflate data without the zlib header, which some clients send under that name, is read
+    too, as browsers and the Collector do."""
 
-    def __init__(self, cap: int) -> None:
+    def __init__(self, cap: int, compression: str) -> None:
         self.cap = cap
+        self.gzip = compression == "gzip"
         self.parts: list[bytes] = []
         self.size = 0
-        self.started = False
-        self._new()
+        self.inflater: Any = None
 
-    def _new(self) -> None:
-        self.inflater = zlib.decompressobj(16 + zlib.MAX_WBITS)
+    def _new(self, head: bytes) -> None:
+        if self.gzip:
+            wbits = 16 + zlib.MAX_WBITS
+        elif len(head) >= 2 and _is_zlib_header(head):
+            wbits = zlib.MAX_WBITS
+        else:
+            wbits = -zlib.MAX_WBITS
+        self.inflater = zlib.decompressobj(wbits)
 
     def feed(self, data: bytes) -> None:
-        self.started = True
         try:
+            if self.inflater is None:
+                self._new(data)
             while data:
                 # At most cap + 1 bytes more: enough to know the cap was passed.
                 out = self.inflater.decompress(data, self.cap - self.size + 1)
                 self._add(out)
                 if self.inflater.unconsumed_tail:
                     raise self._too_large()  # max_length stopped it, so the cap is passed
-                if self.inflater.eof:
-                    data = self.inflater.unused_data
-                    if data:
-                        self._new()
-                else:
-                    data = b""
+                if not self.inflater.eof:
+                    return
+                data = self.inflater.unused_data
+                if data and not self.gzip:
+                    raise zlib.error("data after the end of the deflate stream")
+                if data:
+                    self._new(data)
         except zlib.error as exc:
-            raise _BodyError(400, code_pb2.INVALID_ARGUMENT, f"invalid gzip body: {exc}") from exc
+            raise _BodyError(
+                400, code_pb2.INVALID_ARGUMENT, f"invalid {self._name} body: {exc}"
+            ) from exc
 
     def finish(self) -> bytes:
-        if self.started and not self.inflater.eof:
-            raise _BodyError(400, code_pb2.INVALID_ARGUMENT, "truncated gzip body")
+        if self.inflater is not None and not self.inflater.eof:
+            raise _BodyError(400, code_pb2.INVALID_ARGUMENT, f"truncated {self._name} body")
         return b"".join(self.parts)
+
+    @property
+    def _name(self) -> str:
+        return "gzip" if self.gzip else "deflate"
 
     def _add(self, out: bytes) -> None:
         if out:
@@ -244,6 +276,11 @@ class _Inflater:
         return _BodyError(
             413, code_pb2.RESOURCE_EXHAUSTED, f"body is larger than {self.cap} bytes decompressed"
         )
+
+
+def _is_zlib_header(head: bytes) -> bool:
+    # RFC 1950: compression method 8 (deflate) and a header whose two bytes are a multiple of 31
+    return head[0] & 0x0F == 8 and (head[0] << 8 | head[1]) % 31 == 0
 
 
 def _success(decoded: DecodedRequest, media: str) -> Response:
