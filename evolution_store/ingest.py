@@ -21,7 +21,16 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from . import rewards as reward_writes
 from .backends import in_param, in_value
 from .models import TASK_STATUS_FOR_EXECUTION, RewardIn, SpanRecord, new_id
-from .schema import executions, indexed_keys, span_attributes, span_tags, spans, tasks
+from .schema import (
+    by_span_id,
+    executions,
+    indexed_keys,
+    span_attributes,
+    span_bucket,
+    span_tags,
+    spans,
+    tasks,
+)
 from .span_rows import SPAN_COLUMNS, PreparedSpan
 from .span_rows import dumps as dumps  # re-exported: records and rewards write JSON too
 from .writer import Conflict, WriteContext, is_unique_violation
@@ -132,9 +141,7 @@ async def _fresh_flags(
     existing: set[tuple[str, str]] = set()
     if not ctx.optimistic:
         span_ids = list({record.span_id for record in records})
-        rows = await select_in(
-            conn, ctx, (spans.c.trace_id, spans.c.span_id), spans.c.span_id, span_ids
-        )
+        rows = await fetch_in(conn, ctx, _stored_identities, span_ids)
         existing.update((row[0], row[1]) for row in rows)
     flags = []
     for record in records:
@@ -142,6 +149,13 @@ async def _fresh_flags(
         flags.append(key not in existing)
         existing.add(key)
     return flags
+
+
+@functools.cache
+def _stored_identities(dialect: str) -> sa.Select[Any]:
+    return sa.select(spans.c.trace_id, spans.c.span_id).where(
+        by_span_id(in_param(spans.c.span_id, "values", dialect))
+    )
 
 
 async def _insert_spans(
@@ -166,7 +180,7 @@ async def _insert_spans(
     ]
     tag_rows = [(tag, pk) for span, pk in zip(prepared, pks, strict=True) for tag in span.tags]
     attribute_rows = [
-        (digest, pk)
+        (span_bucket(pk), digest, pk)
         for span, pk in zip(prepared, pks, strict=True)
         for digest in span.index_digests
     ]
@@ -192,7 +206,7 @@ async def _insert_spans(
         raise
     await ctx.backend.insert_rows(conn, span_tags, ("tag", "span_pk"), tag_rows, fresh=True)
     await ctx.backend.insert_rows(
-        conn, span_attributes, ("digest", "span_pk"), attribute_rows, fresh=True
+        conn, span_attributes, ("bucket", "digest", "span_pk"), attribute_rows, fresh=True
     )
     await _settle_executions(conn, ctx, settle)
     return new_spans

@@ -19,13 +19,14 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from .errors import InvalidInput, NotFound
 from .schema import (
+    digest_matches,
     executions,
     indexed_keys,
     reward_links,
     reward_span_tags,
     reward_tags,
     rewards,
-    span_attributes,
+    span_id_equals,
     span_tags,
     spans,
     task_tags,
@@ -277,10 +278,7 @@ def attribute_equals(
     """`attributes[key] == value` (compared as canonical text). Indexed keys use the attribute
     index; others fall back to a JSON scan (say so in the docs: index keys you filter on)."""
     if key in indexed:
-        digest = attribute_digest(key, value)
-        return spans.c.pk.in_(
-            sa.select(span_attributes.c.span_pk).where(span_attributes.c.digest == digest)
-        )
+        return spans.c.pk.in_(digest_matches(attribute_digest(key, value)))
     if conn.dialect.name == "postgresql":
         extracted = sa.cast(spans.c.attributes, sa.dialects.postgresql.JSONB).op("->>")(key)
         return extracted == value
@@ -341,7 +339,7 @@ def _task_of(execution_id: str) -> Any:
 
 async def find_span(conn: AsyncConnection, span_id: str, trace_id: str | None) -> Any:
     span_id, trace_id = span_identity(span_id, trace_id)
-    query = sa.select(spans).where(spans.c.span_id == span_id)
+    query = sa.select(spans).where(span_id_equals(span_id))
     if trace_id:
         query = query.where(spans.c.trace_id == trace_id)
     rows = (await conn.execute(query.limit(2))).all()
@@ -410,7 +408,7 @@ def reward_filters(q: RewardQuery) -> list[sa.ColumnElement[bool]]:
         where.append(
             sa.or_(
                 rewards.c.target_span_id == q.span_id,
-                _linked_spans_where(spans.c.span_id == q.span_id),
+                _linked_spans_where(span_id_equals(q.span_id)),
             )
         )
     if q.trace_id:

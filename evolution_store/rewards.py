@@ -31,6 +31,7 @@ from .backends import in_param, in_value
 from .models import RESERVED_LINK_KEYS, RewardIn, link_value_text, new_id
 from .queries import MAX_LINKED_IDS, reward_dict
 from .schema import (
+    digest_matches,
     executions,
     indexed_keys,
     reward_links,
@@ -39,6 +40,8 @@ from .schema import (
     reward_tags,
     rewards,
     span_attributes,
+    span_bucket,
+    span_id_equals,
     spans,
 )
 from .span_rows import attribute_digest, index_digests, indexed_values, stored_tags
@@ -192,7 +195,7 @@ def _match_statement(
     query = sa.select(spans.c.pk, spans.c.span_id, spans.c.tags)
     is_root = spans.c.parent_span_id.is_(None)
     if kind == "span":
-        query = query.where(spans.c.span_id == sa.bindparam("span_id"))
+        query = query.where(span_id_equals(sa.bindparam("span_id")))
         if by_trace:
             query = query.where(spans.c.trace_id == sa.bindparam("trace_id"))
     elif kind == "trace":
@@ -212,13 +215,7 @@ def _match_statement(
         for key in reserved:
             query = query.where(getattr(spans.c, key) == sa.bindparam(key))
         for index in range(others):
-            query = query.where(
-                spans.c.pk.in_(
-                    sa.select(span_attributes.c.span_pk).where(
-                        span_attributes.c.digest == sa.bindparam(f"digest_{index}")
-                    )
-                )
-            )
+            query = query.where(spans.c.pk.in_(digest_matches(sa.bindparam(f"digest_{index}"))))
     return query
 
 
@@ -445,7 +442,7 @@ async def _backfill_key(conn: AsyncConnection, ctx: WriteContext, key: str) -> N
     )
     # The same rows ingest writes for a span with this key indexed (`span_rows`).
     batch = [
-        {"digest": digest, "span_pk": pk}
+        {"bucket": span_bucket(pk), "digest": digest, "span_pk": pk}
         async for pk, text in result
         for digest in index_digests(indexed_values(orjson.loads(text), (key,)))
     ]

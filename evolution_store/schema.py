@@ -7,6 +7,8 @@ Postgres COPY takes the text as is. Timestamps are integers in Unix nanoseconds,
 
 from __future__ import annotations
 
+from typing import Any
+
 import sqlalchemy as sa
 
 metadata = sa.MetaData()
@@ -98,7 +100,7 @@ spans = sa.Table(
     sa.Column("cost", sa.Float, nullable=True),
     sa.Column("ingested_at", sa.BigInteger, nullable=False),
     sa.UniqueConstraint("trace_id", "span_id", name="uq_spans_identity"),
-    sa.Index("ix_spans_span_id", "span_id"),
+    # by span id alone: `ix_spans_bucket_span_id`, below
     sa.Index("ix_spans_task_sequence", "task_id", "sequence"),
     sa.Index("ix_spans_agent_start", "agent", "start_time"),
 )
@@ -117,14 +119,80 @@ span_tags = sa.Table(
 # has used. It makes selector resolution and `attribute=key:value` filters index lookups
 # instead of scans over every span's JSON. A pair is stored as its 64-bit digest
 # (`span_rows.attribute_digest`), not as text: ~18-byte entries instead of ~62, so the index
-# is a quarter the size and a commit rewrites ~20% fewer pages in all (migration 0004).
+# is a quarter the size and a commit rewrites ~20% fewer pages in all (migration 0004). Its
+# key leads with the span's bucket (`span_bucket`).
 span_attributes = sa.Table(
     "span_attributes",
     metadata,
+    sa.Column("bucket", sa.Integer, primary_key=True),
     sa.Column("digest", sa.BigInteger, primary_key=True),
     sa.Column("span_pk", sa.BigInteger, primary_key=True),
     sqlite_with_rowid=False,
 )
+
+#: Spans are numbered in the order they arrive (`spans.pk`); each run of 2**16 of them is a
+#: bucket. The two indexes whose keys are random for every span — span ids and attribute
+#: digests — lead with the bucket, so a group's new entries all land in the newest bucket's
+#: part of each b-tree. Keyed on the random value alone, each commit touched nearly every page
+#: of both indexes, and SQLite writes every page a commit touched: at 500k spans those two
+#: indexes were 60% of a group's WAL frames and ingest ran at half its first speed
+#: (bench/README, tenth session). A lookup by span id or digest probes each bucket in use
+#: (`span_buckets`): one index probe per 65,536 spans stored.
+SPAN_BUCKET_BITS = 16
+
+
+def span_bucket(pk: int) -> int:
+    """The bucket of the span whose primary key is `pk`."""
+    return pk >> SPAN_BUCKET_BITS
+
+
+# The same as SQL. The shift is written out, not bound: SQLite uses an index on an expression
+# only for the very same expression, a bound parameter included.
+_BUCKET_OF_PK = spans.c.pk.op(">>")(sa.literal_column(str(SPAN_BUCKET_BITS)))
+
+# Span ids, by bucket (`by_span_id`).
+sa.Index("ix_spans_bucket_span_id", _BUCKET_OF_PK, spans.c.span_id)
+
+
+def _buckets_in_use() -> sa.Select[Any]:
+    # 0 up to the newest span's bucket, counted by a recursive CTE nested in the subquery, so
+    # a statement may use it any number of times; max(pk) is one step down the primary key.
+    newest = sa.select(
+        sa.func.coalesce(sa.func.max(spans.c.pk), sa.literal_column("0"))
+    ).scalar_subquery()
+    numbers = sa.select(sa.literal_column("0").label("n")).cte(
+        "span_buckets", recursive=True, nesting=True
+    )
+    numbers = numbers.union_all(
+        sa.select(numbers.c.n + sa.literal_column("1")).where(
+            numbers.c.n < newest.op(">>")(sa.literal_column(str(SPAN_BUCKET_BITS)))
+        )
+    )
+    return sa.select(numbers.c.n)
+
+
+def in_span_buckets(bucket: sa.ColumnElement[Any]) -> sa.ColumnElement[bool]:
+    """`bucket IN (every bucket in use)`: with an equality on the next column of a bucketed
+    index, one index probe per bucket instead of a scan of the index."""
+    return bucket.in_(_buckets_in_use())
+
+
+def by_span_id(condition: sa.ColumnElement[bool]) -> sa.ColumnElement[bool]:
+    """A condition on `spans.span_id` (`==`, `IN`) made to go through the bucketed index."""
+    return sa.and_(in_span_buckets(_BUCKET_OF_PK), condition)
+
+
+def span_id_equals(span_id: Any) -> sa.ColumnElement[bool]:
+    """`spans.span_id = span_id` (a value or a bind parameter) through the bucketed index."""
+    return by_span_id(spans.c.span_id == span_id)
+
+
+def digest_matches(digest: Any) -> sa.Select[Any]:
+    """The primary keys of the spans whose indexed attributes include `digest`."""
+    return sa.select(span_attributes.c.span_pk).where(
+        in_span_buckets(span_attributes.c.bucket), span_attributes.c.digest == digest
+    )
+
 
 indexed_keys = sa.Table(
     "indexed_keys",

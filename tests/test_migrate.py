@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 
+import pytest
 import sqlalchemy as sa
 from alembic import command
 from alembic.autogenerate import compare_metadata
@@ -19,6 +20,9 @@ from evolution_store.queries import SpanQuery
 from evolution_store.schema import metadata
 
 
+# SQLite's reflection cannot read an index on an expression (`ix_spans_bucket_span_id`), so
+# the comparison leaves that one index out, and says so.
+@pytest.mark.filterwarnings("ignore:.*expression-based index")
 async def test_upgrade_twice_and_schema_matches_models(store_url: str) -> None:
     from sqlalchemy.ext.asyncio import create_async_engine
 

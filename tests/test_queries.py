@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 import sqlalchemy as sa
 from factories import span_record, trace_id
@@ -10,7 +12,16 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from evolution_store import EvolutionStore, InvalidInput
 from evolution_store.models import RewardIn
 from evolution_store.queries import RewardQuery, SpanQuery
-from evolution_store.schema import reward_tags, rewards, span_attributes, span_tags, spans
+from evolution_store.schema import (
+    SPAN_BUCKET_BITS,
+    digest_matches,
+    reward_tags,
+    rewards,
+    span_bucket,
+    span_id_equals,
+    span_tags,
+    spans,
+)
 from evolution_store.span_rows import attribute_digest
 
 
@@ -101,16 +112,13 @@ async def test_agent_stats(store: EvolutionStore) -> None:
     ("statement", "index"),
     [
         (sa.select(spans).where(spans.c.trace_id == "a" * 32), "uq_spans_identity"),
-        (sa.select(spans).where(spans.c.span_id == "b" * 16), "ix_spans_span_id"),
+        (sa.select(spans).where(span_id_equals("b" * 16)), "ix_spans_bucket_span_id"),
         (
             sa.select(spans).where(spans.c.task_id == "t").order_by(spans.c.sequence).limit(10),
             "ix_spans_task_sequence",
         ),
         (sa.select(span_tags.c.span_pk).where(span_tags.c.tag == "x"), "span_tags"),
-        (
-            sa.select(span_attributes.c.span_pk).where(span_attributes.c.digest == 42),
-            "span_attributes",
-        ),
+        (digest_matches(42), "span_attributes"),
         (sa.select(reward_tags.c.reward_pk).where(reward_tags.c.tag == "x"), "reward_tags"),
         (sa.select(rewards).where(rewards.c.target_span_id == "b" * 16), "ix_rewards_target_span"),
     ],
@@ -127,10 +135,70 @@ async def test_hot_queries_use_an_index(
         plan = await _explain_without_seqscan(store, statement)
         assert "Seq Scan" not in plan, plan
     else:
-        assert "SCAN" not in plan.replace("SCAN CONSTANT ROW", ""), plan
+        # Scans of a constant row and of the bucket numbers (`schema.in_span_buckets`) read
+        # no table.
+        scanned = plan.replace("SCAN CONSTANT ROW", "").replace("SCAN span_buckets", "")
+        assert "SCAN" not in scanned, plan
         # Unique constraints show up under SQLite's own name (sqlite_autoindex_<table>_N).
         named = index in plan or "PRIMARY KEY" in plan or "sqlite_autoindex" in plan
         assert "SEARCH" in plan and "USING" in plan and named, plan
+
+
+async def test_spans_are_found_by_id_and_attribute_in_every_bucket(store: EvolutionStore) -> None:
+    # Span ids and attribute digests are indexed by bucket of arrival (`schema.span_bucket`,
+    # 65,536 spans each): every lookup of a grown store must probe every bucket in use.
+    session = {"session.id": "s-buckets"}
+    first = span_record(attributes=session)
+    await store.ingest([first])
+    await store.writer.submit(_skip_to_bucket(2, store.backend_name))
+    later = span_record(attributes=session)
+    await store.ingest([later])
+    buckets = await store.writer.submit(_buckets_of(first.span_id, later.span_id))
+    assert buckets == [0, 2]
+
+    for record in (first, later):
+        assert (await store.get_span(record.span_id))["trace_id"] == record.trace_id
+    found = await store.list_spans(SpanQuery(attributes=session))
+    assert {span["span_id"] for span in found.items} == {first.span_id, later.span_id}
+    by_selector, _ = await store.add_reward(RewardIn(value=1.0, links=session))
+    assert sorted(by_selector["span_ids"]) == sorted([first.span_id, later.span_id])
+    by_id, _ = await store.add_reward(RewardIn(value=0.5, span_id=later.span_id))
+    assert by_id["span_ids"] == [later.span_id]
+    # Sent again: the writer meets them stored, looks them up, and counts them as duplicates.
+    result = await store.ingest([first, later])
+    assert (result.accepted, result.duplicates) == (0, 2)
+
+
+def _skip_to_bucket(bucket: int, backend: str) -> Any:
+    """A writer operation: a filler span (a copy of the first, under another id) takes the key
+    just below `bucket`, so the next span stored opens it, as in a store that grew that far."""
+    top = (bucket << SPAN_BUCKET_BITS) - 1
+
+    async def skip(conn: AsyncConnection, ctx: object) -> None:
+        columns = list(spans.c)
+        values = [
+            sa.literal(top)
+            if column.name == "pk"
+            else sa.literal("f" * 16)
+            if column.name == "span_id"
+            else column
+            for column in columns
+        ]
+        await conn.execute(
+            sa.insert(spans).from_select(columns, sa.select(*values).where(spans.c.pk == 1))
+        )
+        if backend == "postgres":
+            await conn.execute(sa.text(f"SELECT setval('spans_pk_seq', {top})"))
+
+    return skip
+
+
+def _buckets_of(*span_ids: str) -> Any:
+    async def buckets(conn: AsyncConnection, ctx: object) -> list[int]:
+        query = sa.select(spans.c.pk).where(spans.c.span_id.in_(span_ids)).order_by(spans.c.pk)
+        return [span_bucket(pk) for pk in (await conn.execute(query)).scalars()]
+
+    return buckets
 
 
 async def test_the_writer_finds_ids_by_index_in_a_table_that_grew_after_planning(
