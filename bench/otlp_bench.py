@@ -6,7 +6,8 @@
     .venv/bin/python bench/otlp_bench.py --db postgresql://postgres@127.0.0.1:5432/mydb
 
 Each run starts a fresh server on a fresh database (SQLite file, or a scratch Postgres
-database; a URL given with --db is used as is and counted by difference), waits for
+database; a URL given with --db is used as is, counted by difference, and sent new trace ids
+each run, so that `--runs N` measures a store as it grows), waits for
 `/healthz`, measures idle RSS, then posts `--spans` agent-like spans (traces of 10 spans,
 gen_ai/OpenInference attributes, ~500-byte input/output) as `ExportTraceServiceRequest`s of
 `--batch` spans from `--concurrency` connections to `POST /v1/traces` on the OTLP port. The
@@ -178,8 +179,8 @@ class Payload:
     gzip: bool
 
 
-def build_payload(spans: int, batch: int, encoding: str, use_gzip: bool) -> Payload:
-    factory = TraceFactory(seed=7)
+def build_payload(spans: int, batch: int, encoding: str, use_gzip: bool, seed: int = 7) -> Payload:
+    factory = TraceFactory(seed=seed)
     flat = [(trace, span) for trace in factory.traces(spans) for span in trace.spans][:spans]
     encode = protobuf_body if encoding == "protobuf" else json_body
     bodies, raw = [], 0
@@ -481,6 +482,10 @@ async def one_run(url: str, payload: Payload, args: argparse.Namespace, workdir:
 async def runs_for(target: str, payload: Payload, args: argparse.Namespace) -> list[RunResult]:
     results = []
     for run in range(args.runs):
+        if run and target not in ("sqlite", "postgres"):
+            # A database given by URL keeps what earlier runs stored: new trace ids each run,
+            # or the run would only resend duplicates. `--runs N` then measures a growing store.
+            payload = build_payload(args.spans, args.batch, args.encoding, args.gzip, 7 + run)
         workdir = tempfile.mkdtemp(prefix="evolution-store-otlp-bench-")
         try:
             if target == "sqlite":
@@ -582,7 +587,7 @@ async def main(argv: list[str] | None = None) -> None:
         "same cores as the server."
     )
     rows = [summary_row(target, await runs_for(target, payload, args)) for target in targets]
-    print(f"\nMedians of {args.runs} runs (fresh server and database each run)")
+    print(f"\nMedians of {args.runs} runs (fresh server each run; fresh database but for a URL)")
     print_table(
         [
             "database",

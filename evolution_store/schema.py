@@ -146,9 +146,13 @@ def span_bucket(pk: int) -> int:
     return pk >> SPAN_BUCKET_BITS
 
 
-# The same as SQL. The shift is written out, not bound: SQLite uses an index on an expression
-# only for the very same expression, a bound parameter included.
-_BUCKET_OF_PK = spans.c.pk.op(">>")(sa.literal_column(str(SPAN_BUCKET_BITS)))
+def _bucket_sql(pk: sa.ColumnElement[Any]) -> sa.ColumnElement[Any]:
+    # `span_bucket` in SQL. The shift is written out, not bound: SQLite uses an index on an
+    # expression only for the very same expression, and a bound parameter is not the same.
+    return pk.op(">>")(sa.literal_column(str(SPAN_BUCKET_BITS)))
+
+
+_BUCKET_OF_PK = _bucket_sql(spans.c.pk)
 
 # Span ids, by bucket (`by_span_id`).
 sa.Index("ix_spans_bucket_span_id", _BUCKET_OF_PK, spans.c.span_id)
@@ -164,9 +168,7 @@ def _buckets_in_use() -> sa.Select[Any]:
         "span_buckets", recursive=True, nesting=True
     )
     numbers = numbers.union_all(
-        sa.select(numbers.c.n + sa.literal_column("1")).where(
-            numbers.c.n < newest.op(">>")(sa.literal_column(str(SPAN_BUCKET_BITS)))
-        )
+        sa.select(numbers.c.n + sa.literal_column("1")).where(numbers.c.n < _bucket_sql(newest))
     )
     return sa.select(numbers.c.n)
 
