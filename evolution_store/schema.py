@@ -135,9 +135,9 @@ span_attributes = sa.Table(
 #: digests — lead with the bucket, so a group's new entries all land in the newest bucket's
 #: part of each b-tree. Keyed on the random value alone, each commit touched nearly every page
 #: of both indexes, and SQLite writes every page a commit touched: at 500k spans those two
-#: indexes were 60% of a group's WAL frames and ingest ran at half its first speed
+#: indexes were 60% of a group's WAL frames, and ingest ran at 53-64% of its first speed
 #: (bench/README, tenth session). A lookup by span id or digest probes each bucket in use
-#: (`span_buckets`): one index probe per 65,536 spans stored.
+#: (`in_span_buckets`): one index probe per 65,536 spans stored.
 SPAN_BUCKET_BITS = 16
 
 

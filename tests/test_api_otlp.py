@@ -165,6 +165,25 @@ async def test_compressed_bodies(
     assert len(await stored(store, trace_of(spans))) == 4
 
 
+@pytest.mark.parametrize("encoding", ["deflate", "Deflate ", "gzip"])
+async def test_a_compressed_body_may_arrive_a_byte_at_a_time(
+    api_client: httpx.AsyncClient, store, encoding: str
+) -> None:
+    # Whether deflate data starts with a zlib header takes two bytes to tell.
+    spans = finished_spans(2)
+    body = COMPRESSIONS[encoding](protobuf_request(spans).SerializeToString())
+
+    async def trickle() -> AsyncIterator[bytes]:
+        for index in range(3):
+            yield body[index : index + 1]
+        yield body[3:]
+
+    headers = {**PB, "content-encoding": encoding}
+    response = await api_client.post("/v1/traces", content=trickle(), headers=headers)
+    assert response.status_code == 200
+    assert len(await stored(store, trace_of(spans))) == 2
+
+
 async def test_a_body_of_several_gzip_members_is_read_whole(
     api_client: httpx.AsyncClient, store
 ) -> None:
@@ -249,6 +268,7 @@ async def test_unknown_content_encoding_is_415(api_client: httpx.AsyncClient) ->
         ({**PB, "content-encoding": "deflate"}, b"not deflate at all"),
         ({**JSON, "content-encoding": "deflate"}, zlib.compress(b'{"resourceSpans": []}')[:-4]),
         ({**JSON, "content-encoding": "deflate"}, zlib.compress(b'{"resourceSpans": []}') * 2),
+        ({**PB, "content-encoding": "deflate"}, b"x"),
     ],
 )
 async def test_undecodable_bodies_are_400_with_a_status_body(

@@ -224,11 +224,12 @@ class _Inflater:
         self.parts: list[bytes] = []
         self.size = 0
         self.inflater: Any = None
+        self.head = b""  # deflate: the first bytes, until two tell whether a zlib header leads
 
     def _new(self, head: bytes) -> None:
         if self.gzip:
             wbits = 16 + zlib.MAX_WBITS
-        elif len(head) >= 2 and _is_zlib_header(head):
+        elif _is_zlib_header(head):
             wbits = zlib.MAX_WBITS
         else:
             wbits = -zlib.MAX_WBITS
@@ -237,6 +238,10 @@ class _Inflater:
     def feed(self, data: bytes) -> None:
         try:
             if self.inflater is None:
+                data = self.head + data
+                if len(data) < 2:  # a body may arrive a byte at a time
+                    self.head = data
+                    return
                 self._new(data)
             while data:
                 # At most cap + 1 bytes more: enough to know the cap was passed.
@@ -257,6 +262,8 @@ class _Inflater:
             ) from exc
 
     def finish(self) -> bytes:
+        if self.head and self.inflater is None:
+            self._new(self.head)
         if self.inflater is not None and not self.inflater.eof:
             raise _BodyError(400, code_pb2.INVALID_ARGUMENT, f"truncated {self._name} body")
         return b"".join(self.parts)
@@ -280,7 +287,7 @@ class _Inflater:
 
 def _is_zlib_header(head: bytes) -> bool:
     # RFC 1950: compression method 8 (deflate) and a header whose two bytes are a multiple of 31
-    return head[0] & 0x0F == 8 and (head[0] << 8 | head[1]) % 31 == 0
+    return len(head) >= 2 and head[0] & 0x0F == 8 and (head[0] << 8 | head[1]) % 31 == 0
 
 
 def _success(decoded: DecodedRequest, media: str) -> Response:
