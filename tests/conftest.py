@@ -56,6 +56,7 @@ import httpx
 import pytest
 
 from evolution_store.backends import redact_url
+from evolution_store.writer import first_line
 
 DEFAULT_POSTGRES_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
@@ -181,9 +182,8 @@ def _postgres_state() -> _Postgres:
         try:
             _postgres = _run(_pg_create())
         except Exception as exc:  # any failure to reach or set up Postgres is a skip reason
-            detail = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             _postgres = _Postgres(
-                reason=f"PostgreSQL unreachable at {redact_url(_admin_url())}: {detail}"
+                reason=f"PostgreSQL unreachable at {redact_url(_admin_url())}: {first_line(exc)}"
             )
     return _postgres
 
@@ -193,9 +193,8 @@ def pytest_report_header(config: pytest.Config) -> list[str]:
     try:
         lines.append(_run(_pg_probe()) + f" at {redact_url(_admin_url())}")
     except Exception as exc:
-        detail = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         outcome = "fail (CI=true)" if IN_CI else "be skipped"
-        lines.append(f"PostgreSQL: postgres tests will {outcome} ({detail})")
+        lines.append(f"PostgreSQL: postgres tests will {outcome} ({first_line(exc)})")
     return lines
 
 
