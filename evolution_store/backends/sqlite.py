@@ -39,9 +39,9 @@ PRAGMAS = {
     "synchronous": "normal",
     "busy_timeout": "10000",
     "temp_store": "memory",
-    # 32 MiB a connection. Pages read come from the memory map without a copy, so the
-    # cache mostly holds pages the writer changed: a commit dirties ~1,000 of 16 KiB. 64 MiB
-    # was not faster at 100k or 300k spans and took the server's peak RSS ~27 MB higher.
+    # 32 MiB a connection: it holds the pages the writer changed (a commit dirties ~1,000 of
+    # 16 KiB) and the pages read past the memory map below. 64 MiB was not faster at 100k or
+    # 300k spans and took the server's peak RSS ~27 MB higher.
     "cache_size": "-32768",
     # The first 64 MiB of the file are read through a memory map, the rest through the cache.
     # Mapped pages count in the server's RSS: with 256 MiB a store of 200-500k spans peaked at
