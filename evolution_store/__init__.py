@@ -20,7 +20,7 @@ if TYPE_CHECKING:
     from .store import EvolutionStore
 
 #: Imported on first use (PEP 562): they bring the database stack (SQLAlchemy, drivers), which
-#: an OTLP decode worker process (`otlp_decoder`) never needs — ~35 MB of RSS per worker.
+#: an OTLP decode worker process (`otlp_decode_pool`) never needs, and would hold for its life.
 _LAZY = {
     "EvolutionStore": ".store",
     "Page": ".queries",

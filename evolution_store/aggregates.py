@@ -15,6 +15,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from .errors import InvalidInput
 from .queries import RewardQuery, reward_filters
+from .rows import iso
 from .schema import executions, reward_links, reward_span_tags, reward_tags, rewards, spans
 
 # Two-sided 95 % Student t quantiles for 1..30 degrees of freedom; beyond, the normal 1.96.
@@ -174,8 +175,6 @@ async def agent_stats(
             )
         )
     ).one()
-    from .queries import iso
-
     def ms(fraction: float) -> float | None:
         value = percentile(durations, fraction)
         return None if value is None else value / 1e6

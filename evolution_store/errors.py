@@ -7,8 +7,9 @@
     ├── Overloaded        the write queue is full; retry later (API: 503 + Retry-After)
     └── StorageError      the database failed; driver errors are translated to this (API: 503)
 
-Driver exceptions never leave `evolution_store`: the backends translate them with
-`raise StorageError(...) from exc`, so callers handle one tree.
+Driver exceptions never leave `evolution_store`: the store translates them (`db_errors`) with
+`raise StorageError(...) from exc`, so callers handle one tree. `Overloaded` and `StorageError`
+carry `retry_after`, the seconds a client should wait, which every route passes on.
 """
 
 from __future__ import annotations
@@ -45,5 +46,15 @@ class Overloaded(EvolutionStoreError):
         self.retry_after = retry_after
 
 
+#: seconds a client should wait after a database failure (it may be restarting)
+STORAGE_RETRY_AFTER = 5.0
+
+
 class StorageError(EvolutionStoreError):
     """The database refused or failed. The request's data was not committed."""
+
+    def __init__(
+        self, message: str = "storage unavailable", *, retry_after: float = STORAGE_RETRY_AFTER
+    ) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after

@@ -1,7 +1,9 @@
-"""Decoding OTLP trace exports (protobuf or JSON) into `SpanRecord`s and carried rewards.
+"""Decoding OTLP trace exports (protobuf or JSON) into `SpanRecord`s.
 
-Both receivers (HTTP `POST /v1/traces`, gRPC `TraceService/Export`) call this module and hand
-the result to the one writer. Decoding is pure, so it is tested without a store.
+Both receivers (HTTP `POST /v1/traces`, gRPC `TraceService/Export`) decode through this module
+(in `otlp_decode_pool` workers or on the loop); the records then take the shared ingest path
+(`span_rows.prepare_spans`, which also reads the rewards some spans carry). Decoding is pure,
+so it is tested without a store.
 
 Why not `google.protobuf.json_format`: OTLP/JSON ids are hex strings, and `json_format.Parse`
 silently base64-decodes them into 24- and 12-byte ids (OTLP_NOTES, "OTLP/JSON traps"). It is also
@@ -33,14 +35,13 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTrace
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue
 
 from .errors import InvalidInput
-from .models import SPAN_KINDS, STATUS_CODES, RewardIn, SpanRecord
-from .otlp_rewards import GENAI_EVENT, might_carry_rewards, rewards_from_span
+from .models import SPAN_KINDS, STATUS_CODES, SpanRecord
+from .partial_success import PartialSuccess
 
 __all__ = ["DecodedRequest", "decode_json", "decode_message", "decode_protobuf"]
 
 logger = logging.getLogger("evolution_store.otlp")
 
-MAX_ERROR_MESSAGES = 5
 MAX_NAME_LENGTH = 1000  # spans.name is VARCHAR(1000); a longer name must not fail the batch
 
 #: Times go into BIGINT columns: a fixed64 at or past 2**63 would fail the whole transaction.
@@ -54,40 +55,11 @@ _STATUS_COUNT = len(STATUS_CODES)
 
 
 @dataclass
-class DecodedRequest:
-    """One export request, decoded: the spans to store, the rewards they carry, and what was
-    rejected (for OTLP's `partial_success`)."""
+class DecodedRequest(PartialSuccess):
+    """One export request, decoded: the spans to store, and what was rejected (`reject`,
+    `rejected`, `error_message`: OTLP's `partial_success`)."""
 
     spans: list[SpanRecord] = field(default_factory=list)
-    rewards: list[RewardIn] = field(default_factory=list)
-    rejected: int = 0
-    errors: list[str] = field(default_factory=list)
-    _dropped_messages: int = field(default=0, repr=False)
-
-    def reject(self, message: str) -> None:
-        """Count one rejected span and keep its reason (the first few only)."""
-        self.rejected += 1
-        self.note(message)
-
-    def note(self, message: str) -> None:
-        """Keep a short message for `partial_success.error_message`; the count stays bounded so a
-        batch of 100,000 bad spans cannot produce a 10 MB response."""
-        if len(self.errors) < MAX_ERROR_MESSAGES:
-            self.errors.append(message)
-        else:
-            self._dropped_messages += 1
-
-    @property
-    def error_message(self) -> str:
-        """The text for `partial_success.error_message` ("" when there is nothing to say)."""
-        if not self.errors:
-            return ""
-        text = "; ".join(self.errors)
-        if self._dropped_messages:
-            text += f"; and {self._dropped_messages} more"
-        if self.rejected:
-            text = f"{self.rejected} span(s) rejected: {text}"
-        return text
 
 
 @contextmanager
@@ -96,7 +68,7 @@ def _gc_paused() -> Iterator[None]:
 
     A large export allocates hundreds of thousands of dicts and lists that form no cycles; with
     the GC on, those allocations trigger repeated collections whose cost grows with the heap
-    (measured: 2-3x slower decoding on a warm server). Decoding never awaits, so the pause is
+    (bench/README.md, "Decoding"). Decoding never awaits, so the pause is
     as long as one decode; the GC resumes (and catches up) right after.
     """
     if not gc.isenabled():
@@ -147,7 +119,7 @@ def _decode_message(msg: ExportTraceServiceRequest) -> DecodedRequest:
 
 
 #: Unbound, so each call skips the instance lookup upb does first (it searches the message's
-#: fields for the name): ~500 fewer CPU instructions per attribute, measured with cachegrind.
+#: fields for the name): this runs for every attribute (bench/README.md, "Decoding").
 _which_oneof = AnyValue.WhichOneof
 _SCALAR_MEMBERS = frozenset(("string_value", "int_value", "double_value", "bool_value"))
 
@@ -158,7 +130,7 @@ def _pb_value(value: Any) -> Any:
         return getattr(value, which)
     if which == "array_value":
         # As in `_pb_attributes`: a non-empty string settles an item in one read; for anything
-        # else (an empty string included) `_pb_value` asks the oneof. 30% faster on tag lists.
+        # else (an empty string included) `_pb_value` asks the oneof.
         return [item.string_value or _pb_value(item) for item in value.array_value.values]
     if which == "kvlist_value":
         return _pb_attributes(value.kvlist_value.values)
@@ -169,9 +141,9 @@ def _pb_value(value: Any) -> Any:
 
 def _pb_attributes(attributes: Any) -> dict[str, Any]:
     # The hot loop of protobuf decoding. Most values are non-empty strings: one field read
-    # settles those (12% faster over the bench's spans than asking for the oneof first); an
-    # empty string means another type, or an empty string, which the oneof tells apart. Other
-    # scalars are read inline rather than through a `_pb_value` call.
+    # settles those, cheaper than asking for the oneof first; an empty string means another
+    # type (or an empty string), which the oneof tells apart. Other scalars are read inline
+    # rather than through a `_pb_value` call.
     out: dict[str, Any] = {}
     for kv in attributes:
         value = kv.value
@@ -215,19 +187,15 @@ def _pb_span(
     status = span.status
     code = status.code
 
-    # Most spans have no events and no links: asking whether a list is empty costs a third
-    # of iterating it (0.3 against 0.9 µs a span for the two, bench spans).
+    # Most spans have no events and no links: asking whether a list is empty is much cheaper
+    # than iterating an empty one.
     events: list[dict[str, Any]] = []
-    has_evaluation = False
     span_events = span.events
     if span_events:
         for event in span_events:
-            event_name = event.name
-            if event_name == GENAI_EVENT:
-                has_evaluation = True
             events.append(
                 {
-                    "name": event_name,
+                    "name": event.name,
                     "time_unix_nano": event.time_unix_nano,
                     "attributes": _pb_attributes(event.attributes),
                 }
@@ -246,7 +214,7 @@ def _pb_span(
         else []
     )
     attributes = _pb_attributes(span.attributes)
-    record = SpanRecord(
+    return SpanRecord(
         trace_id=trace_id.hex(),
         span_id=span_id.hex(),
         name=name,
@@ -262,25 +230,6 @@ def _pb_span(
         resource=resource,
         scope=scope,
     )
-    _collect_rewards(record, attributes, has_evaluation, out)
-    return record
-
-
-def _collect_rewards(
-    record: SpanRecord, attributes: dict[str, Any], has_evaluation: bool, out: DecodedRequest
-) -> None:
-    check_attributes = might_carry_rewards(record.name, attributes)
-    if not (check_attributes or has_evaluation):
-        return
-    try:
-        rewards = rewards_from_span(
-            record, out.note, check_attributes=check_attributes, check_events=has_evaluation
-        )
-    except Exception:  # a carrier we misread must not cost the spans of the whole batch
-        logger.exception("reading rewards from span %s failed", record.span_id)
-        out.note(f"rewards on span {record.span_id} could not be read")
-        return
-    out.rewards.extend(rewards)
 
 
 # -------------------------------------------------------------------------------------- JSON
@@ -521,11 +470,8 @@ def _json_span(
     end = _get(span, "endTimeUnixNano", "end_time_unix_nano")
 
     events: list[dict[str, Any]] = []
-    has_evaluation = False
     for event in span.get("events") or ():
         event_name = str(event.get("name") or "")
-        if event_name == GENAI_EVENT:
-            has_evaluation = True
         time = _get(event, "timeUnixNano", "time_unix_nano")
         events.append(
             {
@@ -544,7 +490,7 @@ def _json_span(
     ]
     attributes = _json_attributes(span.get("attributes"))
     message = status.get("message")
-    record = SpanRecord(
+    return SpanRecord(
         trace_id=trace_id,
         span_id=span_id,
         name=name,
@@ -560,5 +506,3 @@ def _json_span(
         resource=resource,
         scope=scope,
     )
-    _collect_rewards(record, attributes, has_evaluation, out)
-    return record

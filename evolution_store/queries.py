@@ -1,4 +1,6 @@
-"""Every read: filters, keyset pagination, reward summaries and agent stats.
+"""Every read of tasks, executions, spans and rewards: filters and keyset pagination.
+
+Summaries and agent stats are in `aggregates`; rows become dicts in `rows`.
 
 Reads run on the reader engine's own connections and never wait behind the writer. Lists
 use keyset pagination: the cursor is the sort key of the last row, opaque to callers.
@@ -7,10 +9,8 @@ use keyset pagination: the cursor is the sort key of the last row, opaque to cal
 from __future__ import annotations
 
 import base64
-import json
 from collections import defaultdict
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from typing import Any
 
 import orjson
@@ -18,6 +18,7 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from .errors import InvalidInput, NotFound
+from .rows import MAX_LINKED_IDS, execution_dict, reward_dict, span_dict, task_dict
 from .schema import (
     digest_matches,
     executions,
@@ -33,8 +34,6 @@ from .schema import (
     tasks,
 )
 from .span_rows import attribute_digest
-
-MAX_LINKED_IDS = 1000
 
 
 @dataclass
@@ -135,94 +134,6 @@ async def _page(
     return rows, next_cursor
 
 
-# -- shaping rows ----------------------------------------------------------------------------
-
-
-def _json(text: str | None, default: Any = None) -> Any:
-    if text is None:
-        return default
-    try:
-        return orjson.loads(text)
-    except orjson.JSONDecodeError:
-        # Escaped lone surrogates, stored by the writer's fallback, are valid JSON that only
-        # the standard library will decode.
-        return json.loads(text)
-
-
-def iso(ns: int | None) -> str | None:
-    if ns is None:
-        return None
-    return datetime.fromtimestamp(ns / 1e9, tz=UTC).isoformat().replace("+00:00", "Z")
-
-
-def task_dict(row: Any) -> dict[str, Any]:
-    m = row._mapping
-    return {
-        "id": m["id"],
-        "name": m["name"],
-        "input": _json(m["input"]),
-        "status": m["status"],
-        "metadata": _json(m["metadata"], {}),
-        "tags": _json(m["tags"], []),
-        "span_count": m["span_count"],
-        "created_at": iso(m["created_at"]),
-        "updated_at": iso(m["updated_at"]),
-    }
-
-
-def execution_dict(row: Any) -> dict[str, Any]:
-    m = row._mapping
-    return {
-        "id": m["id"],
-        "task_id": m["task_id"],
-        "attempt": m["attempt"],
-        "status": m["status"],
-        "config": _json(m["config"], {}),
-        "created_at": iso(m["created_at"]),
-        "updated_at": iso(m["updated_at"]),
-        "ended_at": iso(m["ended_at"]),
-    }
-
-
-SPAN_JSON_COLUMNS = ("attributes", "events", "links", "resource", "scope", "tags")
-
-
-def span_dict(row: Any) -> dict[str, Any]:
-    m = dict(row._mapping)
-    m.pop("pk", None)
-    m.pop("ingested_at", None)
-    for name in SPAN_JSON_COLUMNS:
-        m[name] = _json(m[name], [] if name in ("events", "links", "tags") else {})
-    return m
-
-
-def reward_dict(row: Any, linked: list[str], linked_count: int) -> dict[str, Any]:
-    m = row._mapping
-    return {
-        "id": m["id"],
-        "name": m["name"],
-        "value": m["value"],
-        "dimensions": _json(m["dimensions"], {}),
-        "feedback": m["feedback"],
-        "source": m["source"],
-        "tags": _json(m["tags"], []),
-        "metadata": _json(m["metadata"], {}),
-        "created_at": iso(m["created_at"]),
-        "target": {
-            "kind": m["target_kind"],
-            "span_id": m["target_span_id"],
-            "trace_id": m["target_trace_id"],
-            "execution_id": m["target_execution_id"],
-            "task_id": m["target_task_id"],
-            "links": _json(m["selectors"], None),
-        },
-        "resolved": m["resolved_at"] is not None,
-        "resolved_at": iso(m["resolved_at"]),
-        "span_ids": linked,
-        "span_count": linked_count,
-    }
-
-
 # -- tasks and executions --------------------------------------------------------------------
 
 
@@ -230,7 +141,7 @@ async def get_task(conn: AsyncConnection, task_id: str) -> dict[str, Any]:
     row = (await conn.execute(sa.select(tasks).where(tasks.c.id == task_id))).first()
     if row is None:
         raise NotFound(f"task {task_id!r} not found")
-    return task_dict(row)
+    return task_dict(row._mapping)
 
 
 async def list_tasks(
@@ -251,14 +162,14 @@ async def list_tasks(
     rows, next_cursor = await _page(
         conn, query, [tasks.c.created_at, tasks.c.id], cursor=cursor, limit=limit, descending=True
     )
-    return Page([task_dict(row) for row in rows], next_cursor)
+    return Page([task_dict(row._mapping) for row in rows], next_cursor)
 
 
 async def get_execution(conn: AsyncConnection, execution_id: str) -> dict[str, Any]:
     row = (await conn.execute(sa.select(executions).where(executions.c.id == execution_id))).first()
     if row is None:
         raise NotFound(f"execution {execution_id!r} not found")
-    return execution_dict(row)
+    return execution_dict(row._mapping)
 
 
 async def list_executions(conn: AsyncConnection, task_id: str) -> list[dict[str, Any]]:
@@ -266,7 +177,7 @@ async def list_executions(conn: AsyncConnection, task_id: str) -> list[dict[str,
     rows = await conn.execute(
         sa.select(executions).where(executions.c.task_id == task_id).order_by(executions.c.attempt)
     )
-    return [execution_dict(row) for row in rows]
+    return [execution_dict(row._mapping) for row in rows]
 
 
 # -- spans -----------------------------------------------------------------------------------
@@ -330,7 +241,7 @@ async def list_spans(conn: AsyncConnection, q: SpanQuery) -> Page:
     else:
         order = [spans.c.pk]
     rows, next_cursor = await _page(conn, query, order, cursor=q.cursor, limit=q.limit)
-    return Page([span_dict(row) for row in rows], next_cursor)
+    return Page([span_dict(row._mapping) for row in rows], next_cursor)
 
 
 def _task_of(execution_id: str) -> Any:
@@ -351,7 +262,7 @@ async def find_span(conn: AsyncConnection, span_id: str, trace_id: str | None) -
 
 
 async def get_span(conn: AsyncConnection, span_id: str, trace_id: str | None = None) -> dict:
-    return span_dict(await find_span(conn, span_id, trace_id))
+    return span_dict((await find_span(conn, span_id, trace_id))._mapping)
 
 
 def span_identity(span_id: str, trace_id: str | None) -> tuple[str, str | None]:
@@ -455,7 +366,7 @@ async def _with_links(conn: AsyncConnection, rows: list[Any]) -> list[dict[str, 
     items = []
     for row in rows:
         ids = linked.get(row._mapping["pk"], [])
-        items.append(reward_dict(row, ids[:MAX_LINKED_IDS], len(ids)))
+        items.append(reward_dict(row._mapping, ids[:MAX_LINKED_IDS], len(ids)))
     return items
 
 

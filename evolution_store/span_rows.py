@@ -1,17 +1,19 @@
-"""From decoded spans to table rows, before the writer sees them.
+"""From decoded spans to table rows and carried rewards, before the writer sees them.
 
-Everything about a span's row that does not depend on the database — JSON text of its
-attributes, events, links, resource and scope; promoted columns; tags; task and execution ids
-named in its attributes; the values of indexed attribute keys — is computed here, on the
-caller's side of the writer's queue. The writer is left with what needs its transaction
-(duplicates, owners, sequence numbers, primary keys), so it spends its time in the database
-while the event loop prepares the next batch: the two overlap instead of taking turns.
+This is the shared ingest path of every route (REST, OTLP/HTTP, OTLP/gRPC, the embedded
+exporter): `prepare_spans` computes everything about a span's row that does not depend on the
+database — JSON text of its attributes, events, links, resource and scope; promoted columns;
+tags; task and execution ids named in its attributes; the values of indexed attribute keys —
+and reads the rewards that some spans carry (`reward_carriers`). The writer is left with what
+needs its transaction (duplicates, owners, sequence numbers, primary keys), so the two overlap
+instead of taking turns.
 
 Rows are tuples in `SPAN_COLUMNS` order, which the backends insert without per-row dicts.
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Collection, Iterable
 from dataclasses import dataclass, field
 from hashlib import blake2b
@@ -19,7 +21,8 @@ from typing import Any
 
 import orjson
 
-from .models import RESERVED_LINK_KEYS, SpanRecord, clean_text, link_value_text
+from .models import RESERVED_LINK_KEYS, RewardIn, SpanRecord, clean_text, link_value_text
+from .partial_success import PartialSuccess
 from .promote import (
     PROMOTED_COLUMNS,
     PriceTable,
@@ -27,6 +30,9 @@ from .promote import (
     promoted_columns,
     tags_from_attributes,
 )
+from .reward_carriers import GENAI_EVENT, might_carry_rewards, rewards_from_span
+
+logger = logging.getLogger(__name__)
 
 #: columns the writer fills in, then the prepared ones, in the order rows carry them
 WRITER_COLUMNS = ("pk", "task_id", "execution_id", "sequence", "ingested_at")
@@ -49,9 +55,8 @@ PREPARED_COLUMNS = (
     *PROMOTED_COLUMNS,
 )
 SPAN_COLUMNS = WRITER_COLUMNS + PREPARED_COLUMNS
-_ATTRIBUTES_AT = PREPARED_COLUMNS.index("attributes")
-#: where the record fields the writer reads sit in the prepared values (`from_state`)
-_TRACE_ID_AT, _SPAN_ID_AT, _PARENT_AT, _NAME_AT, _START_AT, _END_AT, _STATUS_AT = (
+#: where the fields the writer reads sit in the prepared values
+_TRACE_ID, _SPAN_ID, _PARENT, _NAME, _START, _END, _STATUS, _ATTRIBUTES = (
     PREPARED_COLUMNS.index(name)
     for name in (
         "trace_id",
@@ -61,6 +66,7 @@ _TRACE_ID_AT, _SPAN_ID_AT, _PARENT_AT, _NAME_AT, _START_AT, _END_AT, _STATUS_AT 
         "start_time",
         "end_time",
         "status_code",
+        "attributes",
     )
 )
 
@@ -72,23 +78,50 @@ MAX_JSON_DEPTH = 64
 
 @dataclass(slots=True)
 class PreparedSpan:
-    """A span ready for the writer: its record, its prepared column values, and what the
-    writer needs to place it (owner ids, tags, indexed attribute values)."""
+    """A span ready for the writer: its column values, and what the writer needs to place it
+    (owner ids, tags, its entries in the attribute index)."""
 
-    record: SpanRecord
     values: tuple[Any, ...]  # PREPARED_COLUMNS order
     tags: list[str]
     owner_ids: tuple[str | None, str | None]
-    #: the indexed-key set `indexed_values` was computed for (the writer re-checks it)
+    #: the indexed-key set the two fields below were computed for (`use_indexed_keys`)
     indexed_for: frozenset[str]
     #: scalar values of indexed attribute keys, as canonical text (`link_value_text`)
     indexed_values: dict[str, str]
     #: its `span_attributes` rows (see `index_digests`)
     index_digests: list[int]
 
+    @property
+    def trace_id(self) -> str:
+        return self.values[_TRACE_ID]
+
+    @property
+    def span_id(self) -> str:
+        return self.values[_SPAN_ID]
+
+    @property
+    def parent_span_id(self) -> str | None:
+        return self.values[_PARENT]
+
+    @property
+    def name(self) -> str:
+        return self.values[_NAME]
+
+    @property
+    def start_time(self) -> int:
+        return self.values[_START]
+
+    @property
+    def end_time(self) -> int | None:
+        return self.values[_END]
+
+    @property
+    def status_code(self) -> str:
+        return self.values[_STATUS]
+
     def state(self) -> tuple[Any, ...]:
-        """What `from_state` needs, as plain values: cheap to pickle, unlike the objects
-        (`otlp_decoder` sends prepared spans between processes)."""
+        """The fields as a plain tuple: cheaper to pickle than the object
+        (`otlp_decode_pool` sends prepared spans between processes); `PreparedSpan(*state)`."""
         return (
             self.values,
             self.tags,
@@ -98,43 +131,62 @@ class PreparedSpan:
             self.index_digests,
         )
 
-    @classmethod
-    def from_state(cls, state: tuple[Any, ...]) -> PreparedSpan:
-        """A prepared span from `state()`. Its record holds only what the writer reads from it
-        (ids, name, times, status), taken from the prepared values."""
-        values = state[0]
-        record = SpanRecord(
-            trace_id=values[_TRACE_ID_AT],
-            span_id=values[_SPAN_ID_AT],
-            parent_span_id=values[_PARENT_AT],
-            name=values[_NAME_AT],
-            start_time=values[_START_AT],
-            end_time=values[_END_AT],
-            status_code=values[_STATUS_AT],
-        )
-        return cls(record, *state)
-
-    def reindex(self, keys: Collection[str]) -> None:
-        """Recompute the indexed values for another key set (a reward registered a new key).
-
-        Read from the attributes' JSON text, not the record: a record prepared in another
-        process comes without its attribute dict (`otlp_decoder`)."""
+    def use_indexed_keys(self, keys: Collection[str]) -> None:
+        """Make the index entries those of `keys`, the writer's key set at insert time: a
+        reward may have registered a key since the span was prepared. Read from the JSON
+        text, since a span prepared in another process has no attribute dict."""
+        if keys == self.indexed_for:
+            return
         self.indexed_for = frozenset(keys)
-        attributes = orjson.loads(self.values[_ATTRIBUTES_AT])
+        attributes = orjson.loads(self.values[_ATTRIBUTES])
         self.indexed_values = indexed_values(attributes, self.indexed_for)
         self.index_digests = index_digests(self.indexed_values)
 
 
+@dataclass
+class PreparedBatch:
+    """What one ingest call hands the writer: its spans, the rewards that came with them
+    (carried inside the spans, or given beside them), and what was not stored."""
+
+    spans: list[PreparedSpan] = field(default_factory=list)
+    rewards: list[RewardIn] = field(default_factory=list)
+    report: PartialSuccess = field(default_factory=PartialSuccess)
+
+
 def prepare_spans(
     records: Iterable[SpanRecord], prices: PriceTable, indexed_keys: frozenset[str]
-) -> list[PreparedSpan]:
-    """Prepare every record; `indexed_keys` is the caller's latest view of the key set."""
-    batch = _Batch()
-    return [_prepare(record, prices, indexed_keys, batch) for record in records]
+) -> PreparedBatch:
+    """Prepare every record and read the rewards it carries; `indexed_keys` is the caller's
+    latest view of the key set."""
+    shared = _Shared()
+    batch = PreparedBatch()
+    for record in records:
+        batch.spans.append(_prepare(record, prices, indexed_keys, shared))
+        _read_carried_rewards(record, batch)
+    return batch
+
+
+def _read_carried_rewards(record: SpanRecord, batch: PreparedBatch) -> None:
+    """Rewards inside the span (DESIGN §2): a few dict lookups rule out nearly every span."""
+    carries = might_carry_rewards(record.name, record.attributes)
+    evaluated = bool(record.events) and any(
+        event.get("name") == GENAI_EVENT for event in record.events
+    )
+    if not (carries or evaluated):
+        return
+    try:
+        batch.rewards.extend(
+            rewards_from_span(
+                record, batch.report.note, check_attributes=carries, check_events=evaluated
+            )
+        )
+    except Exception:  # a carrier we misread must not cost the spans of the whole batch
+        logger.exception("reading rewards from span %s failed", record.span_id)
+        batch.report.note(f"rewards on span {record.span_id} could not be read")
 
 
 @dataclass(slots=True)
-class _Batch:
+class _Shared:
     """What the spans of one `prepare_spans` call share."""
 
     #: id of a resource or scope dict -> (the dict, its JSON)
@@ -143,7 +195,7 @@ class _Batch:
     digests: dict[tuple[str, str], int] = field(default_factory=dict)
 
 
-def _shared_json(value: dict[str, Any], batch: _Batch) -> str:
+def _shared_json(value: dict[str, Any], batch: _Shared) -> str:
     """JSON of a resource or scope, made once for every span that shares the dict (an OTLP
     export's spans share their resource's): one string object, so a batch pickled for another
     process carries it once (pickle memoises by identity). The cache holds the dict itself,
@@ -158,7 +210,7 @@ def _prepare(
     record: SpanRecord,
     prices: PriceTable,
     indexed_keys: frozenset[str],
-    batch: _Batch,
+    shared: _Shared,
 ) -> PreparedSpan:
     tags = tags_from_attributes(record)
     values = (
@@ -174,20 +226,19 @@ def _prepare(
         dumps(record.attributes),
         dumps(record.events),
         dumps(record.links),
-        _shared_json(record.resource, batch),
-        _shared_json(record.scope, batch),
+        _shared_json(record.resource, shared),
+        _shared_json(record.scope, shared),
         dumps(tags),
         *promoted_columns(record, prices),
     )
     found = indexed_values(record.attributes, indexed_keys)
     return PreparedSpan(
-        record=record,
         values=values,
         tags=tags,
         owner_ids=ids_from_attributes(record),
         indexed_for=indexed_keys,
         indexed_values=found,
-        index_digests=index_digests(found, batch.digests) if found else [],
+        index_digests=index_digests(found, shared.digests) if found else [],
     )
 
 

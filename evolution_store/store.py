@@ -11,17 +11,18 @@ from sqlalchemy import event
 from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from . import aggregates, queries, records
+from . import aggregates, queries, task_writes
 from .backends import backend_for
 from .backends.base import Backend, StatementHook
+from .db_errors import first_line, is_bad_value, is_database_error
 from .errors import InvalidInput, StorageError
-from .ingest import IngestResult, SpanPayload, apply_span_payloads
+from .group_commit import GroupCommitWriter, WriteContext
 from .models import ExecutionIn, RewardIn, SpanRecord, TaskIn
 from .promote import PriceTable
 from .queries import Page, RewardQuery, SpanQuery
-from .rewards import write_reward
-from .span_rows import PreparedSpan, prepare_spans
-from .writer import WriteContext, Writer, first_line, is_bad_value
+from .reward_writes import write_reward
+from .span_rows import PreparedBatch, prepare_spans
+from .span_writes import IngestResult, apply_span_batches
 
 #: Rough bytes per span when the caller cannot say (used for the queue's byte bound).
 APPROX_SPAN_BYTES = 2048
@@ -47,7 +48,7 @@ class EvolutionStore:
         backend: Backend,
         writer_engine: AsyncEngine,
         reader_engine: AsyncEngine,
-        writer: Writer,
+        writer: GroupCommitWriter,
         prices: PriceTable,
     ) -> None:
         self._backend = backend
@@ -92,7 +93,7 @@ class EvolutionStore:
             await writer_engine.dispose()
             await reader_engine.dispose()
             raise StorageError(f"cannot open {backend.name} database: {first_line(exc)}") from exc
-        writer = Writer(
+        writer = GroupCommitWriter(
             writer_engine, backend, max_spans=queue_max_spans, max_bytes=queue_max_bytes
         )
         writer.start()
@@ -103,7 +104,8 @@ class EvolutionStore:
         return self._backend.name
 
     @property
-    def writer(self) -> Writer:
+    def writer(self) -> GroupCommitWriter:
+        """The group-commit writer: `idle`, and `expect()` for a write on its way."""
         return self._writer
 
     async def close(self, timeout: float = 30.0) -> None:
@@ -134,27 +136,68 @@ class EvolutionStore:
         *,
         size_bytes: int | None = None,
     ) -> IngestResult:
-        """Store spans (idempotent on trace_id + span_id) and rewards carried with them.
-        Returns after the transaction holding them has committed."""
-        prepared = prepare_spans(spans, self._prices, self._indexed_keys)
-        return await self.ingest_prepared(prepared, rewards, size_bytes=size_bytes)
+        """Store spans (idempotent on trace_id + span_id), the rewards they carry (Agent
+        Lightning, OpenInference and GenAI carriers, DESIGN §2) and `rewards` given beside
+        them. Returns after the transaction holding them has committed.
+
+        A span the database refuses is rejected alone (`IngestResult.rejected`), never its
+        batch."""
+        batch = prepare_spans(spans, self._prices, self._indexed_keys)
+        batch.rewards.extend(rewards)
+        return await self.ingest_prepared(batch, size_bytes=size_bytes)
 
     async def ingest_prepared(
-        self,
-        spans: list[PreparedSpan],
-        rewards: Sequence[RewardIn] = (),
-        *,
-        size_bytes: int | None = None,
+        self, batch: PreparedBatch, *, size_bytes: int | None = None
     ) -> IngestResult:
-        """`ingest` for spans already through `span_rows.prepare_spans` (with `prices` and
-        `indexed_keys`), e.g. by an `OtlpDecoder` worker process."""
-        if not spans and not rewards:
+        """`ingest` for a batch already through `span_rows.prepare_spans` (with `prices` and
+        `indexed_keys`), e.g. by an `OtlpDecodePool` worker. Spans the database refuses are
+        counted in `batch.report` as well as in the result."""
+        if not batch.spans and not batch.rewards:
             return IngestResult()
-        payload = SpanPayload(spans, list(rewards))
-        size = size_bytes if size_bytes is not None else APPROX_SPAN_BYTES * len(spans)
+        size = size_bytes if size_bytes is not None else APPROX_SPAN_BYTES * len(batch.spans)
+        try:
+            return await self._submit(batch, size)
+        except InvalidInput:
+            if len(batch.spans) + len(batch.rewards) <= 1:
+                raise
+        # A value the database refused (the group's other requests were committed without
+        # this one): store the rest in halves, down to the spans it refuses, rejected alone.
+        return await self._ingest_apart(batch, size)
+
+    async def _submit(self, batch: PreparedBatch, size: int) -> IngestResult:
         return await self._writer.submit_batch(
-            self._apply_spans, payload, spans=len(spans), size=size
+            self._apply_spans, batch, spans=len(batch.spans), size=size
         )
+
+    async def _ingest_apart(self, batch: PreparedBatch, size: int) -> IngestResult:
+        items = [*batch.spans, *batch.rewards]
+        if len(items) == 1:
+            part = PreparedBatch(batch.spans, batch.rewards)
+            try:
+                return await self._submit(part, size)
+            except InvalidInput as exc:
+                if batch.spans:
+                    batch.report.reject(f"span {batch.spans[0].span_id}: {exc}")
+                    return IngestResult(rejected=1)
+                batch.report.note(f"reward {batch.rewards[0].id or ''}: {exc}".strip())
+                return IngestResult()
+        half = len(items) // 2
+        result = IngestResult()
+        for part_items in (items[:half], items[half:]):
+            part = PreparedBatch(
+                [item for item in part_items if not isinstance(item, RewardIn)],
+                [item for item in part_items if isinstance(item, RewardIn)],
+                batch.report,
+            )
+            try:
+                done = await self._submit(part, size * len(part_items) // len(items))
+            except InvalidInput:
+                done = await self._ingest_apart(part, size * len(part_items) // len(items))
+            result.accepted += done.accepted
+            result.duplicates += done.duplicates
+            result.rewards += done.rewards
+            result.rejected += done.rejected
+        return result
 
     @property
     def prices(self) -> PriceTable:
@@ -167,44 +210,45 @@ class EvolutionStore:
         return self._indexed_keys
 
     async def _apply_spans(
-        self, conn: AsyncConnection, ctx: WriteContext, payloads: list[SpanPayload]
+        self, conn: AsyncConnection, ctx: WriteContext, batches: list[PreparedBatch]
     ) -> list[IngestResult]:
-        results = await apply_span_payloads(conn, ctx, payloads)
+        results = await apply_span_batches(conn, ctx, batches)
         self._indexed_keys = frozenset(ctx.cache.get("indexed_keys", self._indexed_keys))
         return results
 
     async def create_task(self, task: TaskIn) -> tuple[dict[str, Any], bool]:
         """Create a task (queued); idempotent on id. Returns (task, created)."""
         task_id, created = await self._writer.submit(
-            lambda conn, ctx: records.create_task(conn, ctx, task)
+            lambda conn, ctx: task_writes.create_task(conn, ctx, task)
         )
         return await self.get_task(task_id), created
 
     async def start_execution(self, task_id: str, execution: ExecutionIn) -> dict[str, Any]:
         """A new execution of the task (a retry when not the first). Raises NotFound."""
         execution_id = await self._writer.submit(
-            lambda conn, ctx: records.start_execution(conn, ctx, task_id, execution)
+            lambda conn, ctx: task_writes.start_execution(conn, ctx, task_id, execution)
         )
         return await self.get_execution(execution_id)
 
     async def set_task_status(self, task_id: str, status: str) -> dict[str, Any]:
         await self._writer.submit(
-            lambda conn, ctx: records.set_task_status(conn, ctx, task_id, status)
+            lambda conn, ctx: task_writes.set_task_status(conn, ctx, task_id, status)
         )
         return await self.get_task(task_id)
 
     async def set_execution_status(self, execution_id: str, status: str) -> dict[str, Any]:
         """Set an execution's status; its task follows if it is the latest execution."""
         await self._writer.submit(
-            lambda conn, ctx: records.set_execution_status(conn, ctx, execution_id, status)
+            lambda conn, ctx: task_writes.set_execution_status(conn, ctx, execution_id, status)
         )
         return await self.get_execution(execution_id)
 
     async def add_reward(self, reward: RewardIn) -> tuple[dict[str, Any], bool]:
-        """Store a reward, linked now to matching spans or later when they arrive.
-        Idempotent on `reward.id`. Returns (reward, created)."""
+        """Store a reward, linked now to matching spans or later when they arrive. Returns
+        (reward, created). Idempotent on `reward.id`: the same content again returns the
+        stored reward; other content under a stored id raises `Conflict`."""
         # A new reward comes back from the write itself, as a read after COMMIT would show it;
-        # only a reused id (first write wins) is read back.
+        # only one stored before is read back.
         reward_id, stored = await self._writer.submit(
             lambda conn, ctx: write_reward(conn, ctx, reward)
         )
@@ -216,7 +260,7 @@ class EvolutionStore:
         self, span_id: str, tags: list[str], *, trace_id: str | None = None
     ) -> dict[str, Any]:
         found_trace, _ = await self._writer.submit(
-            lambda conn, ctx: records.add_span_tags(conn, ctx, span_id, tags, trace_id)
+            lambda conn, ctx: task_writes.add_span_tags(conn, ctx, span_id, tags, trace_id)
         )
         return await self.get_span(span_id, trace_id=found_trace)
 
@@ -233,7 +277,7 @@ class EvolutionStore:
         except Exception as exc:
             if is_bad_value(exc):
                 raise InvalidInput(f"unusable value in the query: {first_line(exc)}") from exc
-            if not isinstance(exc, DBAPIError | SQLAlchemyError | OSError):
+            if not is_database_error(exc):
                 raise
             raise StorageError(f"database read failed: {first_line(exc)}") from exc
 

@@ -56,7 +56,7 @@ import httpx
 import pytest
 
 from evolution_store.backends import redact_url
-from evolution_store.writer import first_line
+from evolution_store.db_errors import first_line
 
 DEFAULT_POSTGRES_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")

@@ -21,12 +21,12 @@ from opentelemetry.trace import Link, SpanKind, StatusCode
 
 from evolution_store.errors import InvalidInput
 from evolution_store.otlp import (
-    MAX_ERROR_MESSAGES,
     MAX_NAME_LENGTH,
     decode_json,
     decode_message,
     decode_protobuf,
 )
+from evolution_store.partial_success import MAX_ERROR_MESSAGES
 
 TRACE = "0af7651916cd43dd8448eb211c80319c"
 SPAN = "b7ad6b7169203331"
@@ -122,7 +122,7 @@ def json_span(**fields: Any) -> dict[str, Any]:
 
 def test_protobuf_from_the_sdk_decodes_every_field() -> None:
     decoded = decode_protobuf(sdk_request().SerializeToString())
-    assert decoded.rejected == 0 and decoded.errors == [] and decoded.rewards == []
+    assert decoded.rejected == 0 and decoded.errors == []
     by_name = {span.name: span for span in decoded.spans}
     root, child = by_name["root"], by_name["child"]
 
@@ -448,7 +448,7 @@ def test_undecodable_json_raises_invalid_input(body: bytes) -> None:
 @pytest.mark.parametrize("body", [b"", b"{}", b'{"resourceSpans": []}'])
 def test_empty_requests_decode_to_nothing(body: bytes) -> None:
     decoded = decode_json(body) if body else decode_protobuf(body)
-    assert decoded.spans == [] and decoded.rewards == [] and decoded.rejected == 0
+    assert decoded.spans == [] and decoded.rejected == 0
 
 
 def test_gc_is_enabled_again_after_decoding_even_on_error() -> None:

@@ -8,7 +8,7 @@ import pytest
 from factories import span_record, trace_id
 from pydantic import ValidationError
 
-from evolution_store import EvolutionStore
+from evolution_store import Conflict, EvolutionStore
 from evolution_store.models import ExecutionIn, RewardIn, TaskIn
 from evolution_store.queries import RewardQuery
 
@@ -93,11 +93,31 @@ async def test_task_reward_links_roots_of_every_execution(store: EvolutionStore)
 
 
 async def test_reward_id_is_an_idempotency_key(store: EvolutionStore) -> None:
-    first, created = await store.add_reward(RewardIn(id="r-1", value=1, trace_id=trace_id()))
-    again, created_again = await store.add_reward(RewardIn(id="r-1", value=0, task_id="x"))
+    trace = trace_id()
+    sent = RewardIn(id="r-1", value=1, trace_id=trace, tags=["a", "b"], metadata={"x": 1, "y": 2})
+    first, created = await store.add_reward(sent)
+    same = RewardIn(id="r-1", value=1, trace_id=trace, tags=["a", "b"], metadata={"y": 2, "x": 1})
+    again, created_again = await store.add_reward(same)
     assert created and not created_again
-    assert again["value"] == 1 and again["id"] == first["id"]
+    assert again == first
     assert len((await store.list_rewards()).items) == 1
+
+
+async def test_a_reward_id_reused_with_other_content_is_a_conflict(store: EvolutionStore) -> None:
+    trace = trace_id()
+    await store.add_reward(RewardIn(id="r-1", value=1, trace_id=trace))
+    with pytest.raises(Conflict) as raised:
+        await store.add_reward(RewardIn(id="r-1", value=0.5, trace_id=trace))
+    # Both values are named, so the caller sees what differs.
+    assert "value: stored 1.0, sent 0.5" in str(raised.value)
+    with pytest.raises(Conflict, match="task_id: stored None, sent 'x'"):
+        await store.add_reward(RewardIn(id="r-1", value=1, task_id="x"))
+    stored = await store.get_reward("r-1")
+    assert stored["value"] == 1 and stored["target"]["trace_id"] == trace
+    # Selectors with a new key: the conflict is found before the key is back-filled.
+    await store.add_reward(RewardIn(id="r-2", value=1, links={"a.key": "v"}))
+    with pytest.raises(Conflict, match="links: stored"):
+        await store.add_reward(RewardIn(id="r-2", value=1, links={"b.key": "v"}))
 
 
 async def test_rewards_by_tag_on_reward_or_on_its_spans(store: EvolutionStore) -> None:
@@ -215,14 +235,17 @@ async def test_new_reward_is_returned_as_it_reads_back(
     assert await ids_for(store, "span") == {reward["id"]}  # it inherits its spans' tags
 
 
-async def test_a_reused_id_writes_nothing_and_returns_the_first(store: EvolutionStore) -> None:
+async def test_a_reused_id_writes_nothing(store: EvolutionStore) -> None:
     span = span_record(attributes={"ticket.id": "T-9"})
     await store.ingest([span])
     first, _ = await store.add_reward(RewardIn(id="r-same", value=1, span_id=span.span_id))
-    again, created = await store.add_reward(
-        RewardIn(id="r-same", value=0, links={"ticket.id": "T-9"}, tags=["late"])
-    )
+    again, created = await store.add_reward(RewardIn(id="r-same", value=1, span_id=span.span_id))
     assert not created and again == first == await store.get_reward("r-same")
+    with pytest.raises(Conflict):
+        await store.add_reward(
+            RewardIn(id="r-same", value=0, links={"ticket.id": "T-9"}, tags=["late"])
+        )
+    assert await store.get_reward("r-same") == first
     assert (await store.list_rewards(RewardQuery(tag="late"))).items == []
 
 

@@ -11,137 +11,76 @@ from __future__ import annotations
 
 import functools
 from collections import Counter, defaultdict
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from . import rewards as reward_writes
-from .backends import in_param, in_value
-from .models import TASK_STATUS_FOR_EXECUTION, RewardIn, SpanRecord, new_id
+from .attribute_index import indexed_key_set
+from .backends import in_param
+from .db_errors import is_unique_violation
+from .group_commit import StoredSpanMet, WriteContext
+from .models import TASK_STATUS_FOR_EXECUTION, new_id
+from .reward_writes import NewSpan, resolve_for_spans, write_reward
 from .schema import (
     by_span_id,
     executions,
-    indexed_keys,
     span_attributes,
     span_bucket,
     span_tags,
     spans,
     tasks,
 )
-from .span_rows import SPAN_COLUMNS, PreparedSpan
-from .span_rows import dumps as dumps  # re-exported: records and rewards write JSON too
-from .writer import Conflict, WriteContext, is_unique_violation
+from .span_rows import SPAN_COLUMNS, PreparedBatch, PreparedSpan
+from .sql import run_in, select_in
+from .task_writes import refresh_task_status
 
 
 @dataclass(slots=True)
 class IngestResult:
-    """What one ingest call stored: `accepted` new spans, `duplicates` already present."""
+    """What one ingest call stored: `accepted` new spans, `duplicates` already present,
+    `rewards` new rewards carried with them, `rejected` spans the database refused."""
 
     accepted: int = 0
     duplicates: int = 0
     rewards: int = 0
+    rejected: int = 0
 
 
-@dataclass
-class SpanPayload:
-    spans: list[PreparedSpan]
-    rewards: list[RewardIn]
-
-
-@dataclass(slots=True)
-class NewSpan:
-    """A span inserted in this transaction, as reward resolution needs to see it."""
-
-    pk: int
-    trace_id: str
-    span_id: str
-    is_root: bool
-    task_id: str
-    execution_id: str
-    #: indexed attribute values (see `span_rows.indexed_values`), for selector matching
-    indexed_values: dict[str, str]
-
-
-def in_chunks(values: list[Any], size: int = 50_000) -> list[list[Any]]:
-    return [values[i : i + size] for i in range(0, len(values), size)]
-
-
-async def fetch_in(
-    conn: AsyncConnection,
-    ctx: WriteContext,
-    query: Callable[[str], sa.Executable],
-    values: list[Any],
-    **params: Any,
-) -> list[Any]:
-    """The rows of `query(dialect)` for every chunk of `values`, each in one driver round trip
-    (`Backend.fetch_all`). `query` builds its statement once per dialect (`functools.cache`),
-    with the IN list as the parameter `values` (`backends.in_param`) and `params` by name.
-
-    The writer's lookups go through here: a statement built and run through SQLAlchemy each
-    time took ~450 µs on SQLite, this ~80 µs, and a group makes a dozen of them."""
-    dialect = conn.dialect.name
-    statement = query(dialect)
-    rows: list[Any] = []
-    for chunk in in_chunks(values):
-        parameters = {"values": in_value(chunk, dialect), **params}
-        rows.extend(await ctx.backend.fetch_all(conn, statement, parameters))
-    return rows
-
-
-async def select_in(
-    conn: AsyncConnection,
-    ctx: WriteContext,
-    columns: tuple[sa.Column[Any], ...],
-    key: sa.Column[Any],
-    values: list[Any],
-) -> list[Any]:
-    """`SELECT columns WHERE key IN values` through `fetch_in`."""
-    return await fetch_in(conn, ctx, functools.partial(_select_in, columns, key), values)
-
-
-@functools.cache
-def _select_in(
-    columns: tuple[sa.Column[Any], ...], key: sa.Column[Any], dialect: str
-) -> sa.Select[Any]:
-    return sa.select(*columns).where(in_param(key, "values", dialect))
-
-
-async def apply_span_payloads(
-    conn: AsyncConnection, ctx: WriteContext, payloads: list[SpanPayload]
+async def apply_span_batches(
+    conn: AsyncConnection, ctx: WriteContext, batches: list[PreparedBatch]
 ) -> list[IngestResult]:
-    """The writer's batch operation for spans: all payloads of a group in one pass."""
-    prepared = [span for payload in payloads for span in payload.spans]
-    fresh = await _fresh_flags(conn, ctx, [span.record for span in prepared])
+    """The writer's batch operation for spans: all batches of a group in one pass."""
+    prepared = [span for batch in batches for span in batch.spans]
+    fresh = await _fresh_flags(conn, ctx, prepared)
     new = [span for span, is_new in zip(prepared, fresh, strict=True) if is_new]
     new_spans = await _insert_spans(conn, ctx, new) if new else []
     if new_spans:
-        await reward_writes.resolve_for_spans(conn, ctx, new_spans)
+        await resolve_for_spans(conn, ctx, new_spans)
     results: list[IngestResult] = []
     offset = 0
-    for payload in payloads:
-        flags = fresh[offset : offset + len(payload.spans)]
-        offset += len(payload.spans)
+    for batch in batches:
+        flags = fresh[offset : offset + len(batch.spans)]
+        offset += len(batch.spans)
         accepted = sum(flags)
         result = IngestResult(accepted=accepted, duplicates=len(flags) - accepted)
-        for reward in payload.rewards:
-            _, created = await reward_writes.insert_reward(conn, ctx, reward)
-            result.rewards += int(created)
+        for reward in batch.rewards:
+            _, stored = await write_reward(conn, ctx, reward, first_wins=True)
+            result.rewards += stored is not None
         results.append(result)
     return results
 
 
 async def _fresh_flags(
-    conn: AsyncConnection, ctx: WriteContext, records: list[SpanRecord]
+    conn: AsyncConnection, ctx: WriteContext, records: list[PreparedSpan]
 ) -> list[bool]:
     """True for each record not yet stored and not repeated earlier in the same group. An
     optimistic group looks nothing up: the spans' insert refuses one stored before."""
     existing: set[tuple[str, str]] = set()
     if not ctx.optimistic:
         span_ids = list({record.span_id for record in records})
-        rows = await fetch_in(conn, ctx, _stored_identities, span_ids)
+        rows = await run_in(conn, ctx, _stored_identities, span_ids)
         existing.update((row[0], row[1]) for row in rows)
     flags = []
     for record in records:
@@ -161,15 +100,13 @@ def _stored_identities(dialect: str) -> sa.Select[Any]:
 async def _insert_spans(
     conn: AsyncConnection, ctx: WriteContext, prepared: list[PreparedSpan]
 ) -> list[NewSpan]:
-    records = [span.record for span in prepared]
     named = [span.owner_ids for span in prepared]
-    owners, settle, new_tasks = await _assign_owners(conn, ctx, records, named)
-    sequences = await _next_sequences(conn, ctx, records, owners, new_tasks)
-    pks = await ctx.backend.reserve_pks(conn, spans, len(records))
+    owners, settle, new_tasks = await _assign_owners(conn, ctx, prepared, named)
+    sequences = await _next_sequences(conn, ctx, prepared, owners, new_tasks)
+    pks = await ctx.backend.reserve_pks(conn, spans, len(prepared))
     indexed = await indexed_key_set(conn, ctx)
     for span in prepared:
-        if span.indexed_for != indexed:  # a key was registered after the span was prepared
-            span.reindex(indexed)
+        span.use_indexed_keys(indexed)
     now = ctx.now_ns
     # Comprehensions, not one loop of appends: this runs for every span of every group.
     span_rows = [
@@ -187,9 +124,9 @@ async def _insert_spans(
     new_spans = [
         NewSpan(
             pk,
-            span.record.trace_id,
-            span.record.span_id,
-            span.record.parent_span_id is None,
+            span.trace_id,
+            span.span_id,
+            span.parent_span_id is None,
             task_id,
             execution_id,
             span.indexed_values,
@@ -202,7 +139,7 @@ async def _insert_spans(
         await ctx.backend.insert_rows(conn, spans, SPAN_COLUMNS, span_rows, fresh=True)
     except Exception as exc:
         if ctx.optimistic and is_unique_violation(exc):
-            raise Conflict("a span of the group is stored already") from exc
+            raise StoredSpanMet("a span of the group is stored already") from exc
         raise
     await ctx.backend.insert_rows(conn, span_tags, ("tag", "span_pk"), tag_rows, fresh=True)
     await ctx.backend.insert_rows(
@@ -212,23 +149,10 @@ async def _insert_spans(
     return new_spans
 
 
-_INDEXED_KEYS = sa.select(indexed_keys.c.key)
-
-
-async def indexed_key_set(conn: AsyncConnection, ctx: WriteContext) -> set[str]:
-    """Attribute keys copied into `span_attributes` (defaults + keys rewards have selected on).
-
-    Read once per transaction: another process may have registered a key since."""
-    if "indexed_keys" not in ctx.cache:
-        rows = await ctx.backend.fetch_all(conn, _INDEXED_KEYS, {})
-        ctx.cache["indexed_keys"] = {row[0] for row in rows}
-    return ctx.cache["indexed_keys"]
-
-
 async def _assign_owners(
     conn: AsyncConnection,
     ctx: WriteContext,
-    records: list[SpanRecord],
+    records: list[PreparedSpan],
     named: list[tuple[str | None, str | None]],
 ) -> tuple[list[tuple[str, str]], Settlement, set[str]]:
     """(task id, execution id) for each record, creating unknown tasks and executions; what
@@ -275,7 +199,7 @@ async def _assign_owners(
 async def _inherit_trace_owners(
     conn: AsyncConnection,
     ctx: WriteContext,
-    records: list[SpanRecord],
+    records: list[PreparedSpan],
     wanted: list[tuple[str | None, str | None]],
 ) -> list[tuple[str | None, str | None]]:
     """Spans that name no task join the task of their trace when another span of it does
@@ -291,7 +215,7 @@ async def _inherit_trace_owners(
         if not any(ids) and record.trace_id not in by_trace
     }
     if orphans:
-        for trace, task_id, execution_id in await fetch_in(
+        for trace, task_id, execution_id in await run_in(
             conn, ctx, _named_owners_of_traces, sorted(orphans)
         ):
             by_trace.setdefault(trace, (task_id, execution_id))
@@ -332,7 +256,7 @@ async def _latest_executions(
 async def _create_missing(
     conn: AsyncConnection,
     ctx: WriteContext,
-    records: list[SpanRecord],
+    records: list[PreparedSpan],
     owners: list[tuple[str, str]],
     stored_executions: dict[str, str],
     outcomes: dict[str, str],
@@ -407,7 +331,7 @@ def _execution_rows(
 async def _max_attempts(
     conn: AsyncConnection, ctx: WriteContext, task_ids: list[str]
 ) -> dict[str, int]:
-    return dict(await fetch_in(conn, ctx, _last_attempts, task_ids))
+    return dict(await run_in(conn, ctx, _last_attempts, task_ids))
 
 
 @functools.cache
@@ -422,7 +346,7 @@ def _last_attempts(dialect: str) -> sa.Select[Any]:
 async def _next_sequences(
     conn: AsyncConnection,
     ctx: WriteContext,
-    records: list[SpanRecord],
+    records: list[PreparedSpan],
     owners: list[tuple[str, str]],
     new_tasks: set[str],
 ) -> list[int]:
@@ -456,7 +380,7 @@ def _end_executions(dialect: str) -> sa.Update:
     )
 
 
-def _root_outcomes(records: list[SpanRecord], owners: list[tuple[str, str]]) -> dict[str, str]:
+def _root_outcomes(records: list[PreparedSpan], owners: list[tuple[str, str]]) -> dict[str, str]:
     """execution id -> "succeeded" or "failed", for each execution whose ended root span is
     among `records` (any failed root fails it)."""
     outcome: dict[str, str] = {}
@@ -483,11 +407,9 @@ async def _settle_executions(
 ) -> None:
     """An execution still `running` when its root span arrives takes the root's outcome; the
     task follows its latest execution. Explicit status updates (PATCH) win over this."""
-    from .records import refresh_task_status
-
     outcomes = settlement.outcomes
     for status in ("succeeded", "failed"):
         ids = [execution_id for execution_id, value in outcomes.items() if value == status]
         if ids:
-            await fetch_in(conn, ctx, _end_executions, ids, outcome=status, now=ctx.now_ns)
+            await run_in(conn, ctx, _end_executions, ids, outcome=status, now=ctx.now_ns)
     await refresh_task_status(conn, ctx, settlement.tasks)

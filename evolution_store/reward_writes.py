@@ -10,101 +10,88 @@ for arriving early:
 - `links`     → every span whose attributes equal all selectors (`trace_id`/`span_id` keys
                 mean the ids).
 
-Selector keys are registered in `indexed_keys`; from then on the writer copies those
-attributes of every new span into `span_attributes`, so matching is an index lookup. A key
-seen for the first time is back-filled from the spans already stored.
+Selectors match through the attribute index (`attribute_index`), so linking is an index
+lookup, never a scan of the spans' JSON.
 """
 
 from __future__ import annotations
 
 import functools
 from collections import defaultdict
-from collections.abc import Iterable
-from typing import TYPE_CHECKING, Any
+from dataclasses import dataclass
+from typing import Any
 
 import orjson
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from .attribute_index import indexed_key_set, register_keys
 from .backends import in_param, in_value
+from .errors import Conflict
+from .group_commit import WriteContext
 from .models import RESERVED_LINK_KEYS, RewardIn, link_value_text, new_id
-from .queries import MAX_LINKED_IDS, reward_dict
+from .rows import MAX_LINKED_IDS, reward_dict
 from .schema import (
     digest_matches,
     executions,
-    indexed_keys,
     reward_links,
     reward_selectors,
     reward_span_tags,
     reward_tags,
     rewards,
-    span_attributes,
-    span_bucket,
     span_id_equals,
     spans,
 )
-from .span_rows import attribute_digest, index_digests, indexed_values, stored_tags
-from .writer import WriteContext
-
-if TYPE_CHECKING:
-    from .ingest import NewSpan
+from .span_rows import attribute_digest, dumps, stored_tags
+from .sql import run_in, select_in
 
 
-async def insert_reward(
-    conn: AsyncConnection, ctx: WriteContext, reward: RewardIn
-) -> tuple[str, bool]:
-    """Store a reward and link it to the spans that already match. Idempotent on `id`: a
-    reused id returns the stored reward unchanged (first write wins). Returns (id, created)."""
-    reward_id, stored = await write_reward(conn, ctx, reward)
-    return reward_id, stored is not None
+@dataclass(slots=True)
+class NewSpan:
+    """A span inserted in this transaction, as reward resolution needs to see it."""
+
+    pk: int
+    trace_id: str
+    span_id: str
+    is_root: bool
+    task_id: str
+    execution_id: str
+    #: indexed attribute values (see `span_rows.indexed_values`), for selector matching
+    indexed_values: dict[str, str]
 
 
 async def write_reward(
-    conn: AsyncConnection, ctx: WriteContext, reward: RewardIn
+    conn: AsyncConnection, ctx: WriteContext, reward: RewardIn, *, first_wins: bool = False
 ) -> tuple[str, dict[str, Any] | None]:
-    """`insert_reward`, returning the new reward as `queries.get_reward` would read it back
-    after COMMIT, or None when the id was already taken (nothing is written then).
+    """Store a reward and link it to the spans that already match; later spans link to it as
+    they arrive (`resolve_for_spans`). Returns (id, the reward as `queries.get_reward` would
+    read it after COMMIT), or (id, None) when the id was taken and nothing was written.
+
+    Idempotent on `id`: the same content again writes nothing. Other content under a taken id
+    raises `Conflict` naming both values, unless `first_wins` (rewards carried in spans, whose
+    ids derive from the carrier: the first write of a span wins, as for the span itself).
 
     Statements: the match, one `INSERT … ON CONFLICT (id) DO NOTHING RETURNING pk` (the
     duplicate check, the primary key and `resolved_at` in one), then only the inserts that
-    have rows (links, the linked spans' tags, own tags, selectors). The match also returns
-    the spans' tags, so inheriting them reads nothing more. Selector keys not yet indexed add
-    a lookup and the back-fill, after a check that the id is new."""
-    from .ingest import dumps, indexed_key_set
-
+    have rows. Selector keys not yet indexed add a lookup and the back-fill, after a check
+    that the id is new."""
     reward_id = reward.id or new_id()
+    values = _columns(reward, reward_id, ctx.now_ns)
     selectors = {key: link_value_text(value) for key, value in reward.links.items()}
     if selectors:
         known = await indexed_key_set(conn, ctx)
         if not known.issuperset(selectors):
-            # Back-filling a new key is costly: never do it for a reward that will be ignored.
-            if await ctx.backend.fetch_all(conn, _EXISTS, {"id": reward_id}):
-                return reward_id, None
-            await _register_keys(conn, ctx, list(selectors))
+            # Back-filling a new key is costly: never do it for a reward that will not be stored.
+            if await ctx.backend.fetch_all(conn, _STORED, {"id": reward_id}):
+                return await _taken(conn, ctx, values, first_wins)
+            await register_keys(conn, ctx, list(selectors))
     found = await _matching_stored_spans(conn, ctx, reward, selectors)
     matched = {span_pk: span_id for span_pk, span_id, _ in found}
-    values: dict[str, Any] = {
-        "id": reward_id,
-        "name": reward.name,
-        "value": reward.value,
-        "dimensions": dumps(reward.dimensions),
-        "feedback": reward.feedback,
-        "source": reward.source,
-        "tags": dumps(reward.tags),
-        "metadata": dumps(reward.metadata),
-        "created_at": ctx.now_ns,
-        "target_kind": reward.target_kind,
-        "target_span_id": reward.span_id if reward.target_kind == "span" else None,
-        "target_trace_id": reward.trace_id if reward.target_kind in ("span", "trace") else None,
-        "target_execution_id": reward.execution_id,
-        "target_task_id": reward.task_id,
-        "selectors": dumps(reward.links) if reward.links else None,
-        "resolved_at": ctx.now_ns if matched else None,
-    }
+    values["resolved_at"] = ctx.now_ns if matched else None
     inserted = await ctx.backend.fetch_all(conn, _insert_statement(conn.dialect.name), values)
-    if not inserted:  # the id exists: first write wins
-        return reward_id, None
+    if not inserted:
+        return await _taken(conn, ctx, values, first_wins)
     pk = inserted[0][0]
     if matched:
         await ctx.backend.insert_ignore(
@@ -115,7 +102,7 @@ async def write_reward(
                 for span_pk, span_id in matched.items()
             ],
         )
-    # The linked spans' tags, found by the match itself (what `_inherit_span_tags` would read).
+    # The linked spans' tags, found by the match itself.
     if inherited := sorted({tag for _, _, tags in found for tag in tags}):
         await ctx.backend.insert_ignore(
             conn, reward_span_tags, [{"tag": tag, "reward_pk": pk} for tag in inherited]
@@ -132,20 +119,81 @@ async def write_reward(
         )
     # What `queries.get_reward` reads: the linked spans' ids in span pk order.
     span_ids = [matched[span_pk] for span_pk in sorted(matched)]
-    stored = reward_dict(_Row({"pk": pk, **values}), span_ids[:MAX_LINKED_IDS], len(span_ids))
-    return reward_id, stored
+    return reward_id, reward_dict({"pk": pk, **values}, span_ids[:MAX_LINKED_IDS], len(span_ids))
 
 
-class _Row:
-    """Written values in the shape `queries.reward_dict` reads (`row._mapping`)."""
+def _columns(reward: RewardIn, reward_id: str, now: int) -> dict[str, Any]:
+    """The reward's row, but for `pk` and `resolved_at`."""
+    kind = reward.target_kind
+    return {
+        "id": reward_id,
+        "name": reward.name,
+        "value": reward.value,
+        "dimensions": dumps(reward.dimensions),
+        "feedback": reward.feedback,
+        "source": reward.source,
+        "tags": dumps(reward.tags),
+        "metadata": dumps(reward.metadata),
+        "created_at": now,
+        "target_kind": kind,
+        "target_span_id": reward.span_id if kind == "span" else None,
+        "target_trace_id": reward.trace_id if kind in ("span", "trace") else None,
+        "target_execution_id": reward.execution_id,
+        "target_task_id": reward.task_id,
+        "selectors": dumps(reward.links) if reward.links else None,
+    }
 
-    __slots__ = ("_mapping",)
 
-    def __init__(self, mapping: dict[str, Any]) -> None:
-        self._mapping = mapping
+#: what makes two rewards the same: every column the caller chose
+_CONTENT = (
+    "name",
+    "value",
+    "dimensions",
+    "feedback",
+    "source",
+    "tags",
+    "metadata",
+    "target_kind",
+    "target_span_id",
+    "target_trace_id",
+    "target_execution_id",
+    "target_task_id",
+    "selectors",
+)
+_JSON_CONTENT = frozenset({"dimensions", "tags", "metadata", "selectors"})
+_STORED = sa.select(*(rewards.c[name] for name in _CONTENT)).where(
+    rewards.c.id == sa.bindparam("id")
+)
 
 
-_EXISTS = sa.select(rewards.c.pk).where(rewards.c.id == sa.bindparam("id"))
+async def _taken(
+    conn: AsyncConnection, ctx: WriteContext, values: dict[str, Any], first_wins: bool
+) -> tuple[str, None]:
+    """The answer for a reward whose id is stored already: nothing written, or `Conflict`."""
+    reward_id = values["id"]
+    if not first_wins:
+        rows = await ctx.backend.fetch_all(conn, _STORED, {"id": reward_id})
+        if rows and (differences := _differences(rows[0], values)):
+            raise Conflict(
+                f"reward id {reward_id!r} is taken by a reward with other content: "
+                + "; ".join(differences)
+            )
+    return reward_id, None
+
+
+def _differences(stored: Any, sent: dict[str, Any]) -> list[str]:
+    """`<column>: stored <a>, sent <b>` for each content column that differs."""
+    out = []
+    for name, old in zip(_CONTENT, stored, strict=True):
+        new = sent[name]
+        if name in _JSON_CONTENT:  # compare what the JSON means, not its key order
+            old = None if old is None else orjson.loads(old)
+            new = None if new is None else orjson.loads(new)
+        if old != new:
+            label = "links" if name == "selectors" else name.removeprefix("target_")
+            out.append(f"{label}: stored {old!r}, sent {new!r}")
+    return out
+
 
 #: every column `write_reward` sets (all but `pk`, which the database assigns)
 _INSERT_COLUMNS = tuple(column.name for column in rewards.columns if column.name != "pk")
@@ -227,8 +275,6 @@ async def resolve_for_spans(
     One lookup finds the rewards that target any of the new spans' ids, any new root's trace,
     execution or task, or any of their indexed attribute values (`_pending_rewards`): the
     writer runs this for every group, and nearly always it finds nothing."""
-    from .ingest import indexed_key_set
-
     # Only keys some selector has used (or the default link keys) are looked up; the ids
     # `trace_id`/`span_id` count once a selector has named them.
     selector_keys = await indexed_key_set(conn, ctx)
@@ -342,8 +388,6 @@ async def _match_selectors(
 ) -> None:
     """Link the candidate rewards (one selector matched) whose selectors all equal some new
     span's values (`span_values`, in `new_spans` order)."""
-    from .ingest import select_in
-
     wanted: dict[int, dict[str, str]] = defaultdict(dict)
     columns = (reward_selectors.c.reward_pk, reward_selectors.c.key, reward_selectors.c.value)
     for reward_pk, key, value in await select_in(
@@ -375,8 +419,6 @@ async def _link(
     span_ids: dict[int, str],
 ) -> None:
     """Link rewards to spans (`links`: reward pk -> span pks; `span_ids`: span pk -> id)."""
-    from .ingest import fetch_in
-
     rows = [
         {"reward_pk": reward_pk, "span_pk": span_pk, "span_id": span_ids[span_pk]}
         for reward_pk, span_pks in links.items()
@@ -386,7 +428,7 @@ async def _link(
         return
     await ctx.backend.insert_ignore(conn, reward_links, rows)
     await _inherit_span_tags(conn, ctx, rows)
-    await fetch_in(conn, ctx, _mark_resolved, sorted(links), now=ctx.now_ns)
+    await run_in(conn, ctx, _mark_resolved, sorted(links), now=ctx.now_ns)
 
 
 @functools.cache
@@ -402,8 +444,6 @@ async def _inherit_span_tags(
     conn: AsyncConnection, ctx: WriteContext, link_rows: list[dict[str, int]]
 ) -> None:
     """Copy the tags of newly linked spans to `reward_span_tags` (see schema)."""
-    from .ingest import select_in
-
     span_pks = sorted({row["span_pk"] for row in link_rows})
     columns = (spans.c.pk, spans.c.tags)
     tags_of = {
@@ -416,34 +456,3 @@ async def _inherit_span_tags(
     await ctx.backend.insert_rows(
         conn, reward_span_tags, ("tag", "reward_pk"), sorted(pairs), fresh=False
     )
-
-
-async def _register_keys(conn: AsyncConnection, ctx: WriteContext, keys: Iterable[str]) -> None:
-    """Start indexing new selector keys, back-filling the spans already stored."""
-    from .ingest import indexed_key_set
-
-    known = await indexed_key_set(conn, ctx)
-    for key in [key for key in keys if key not in known]:
-        await ctx.backend.insert_ignore(
-            conn, indexed_keys, [{"key": key, "created_at": ctx.now_ns}]
-        )
-        if key not in RESERVED_LINK_KEYS:  # ids are columns already: nothing to copy
-            await _backfill_key(conn, ctx, key)
-        known.add(key)
-
-
-async def _backfill_key(conn: AsyncConnection, ctx: WriteContext, key: str) -> None:
-    # A substring test narrows the scan in SQL; the JSON is parsed only for candidates.
-    needle = orjson.dumps(key).decode()
-    result = await conn.stream(
-        sa.select(spans.c.pk, spans.c.attributes).where(
-            spans.c.attributes.contains(needle, autoescape=True)
-        )
-    )
-    # The same rows ingest writes for a span with this key indexed (`span_rows`).
-    batch = [
-        {"bucket": span_bucket(pk), "digest": digest, "span_pk": pk}
-        async for pk, text in result
-        for digest in index_digests(indexed_values(orjson.loads(text), (key,)))
-    ]
-    await ctx.backend.insert_ignore(conn, span_attributes, batch)

@@ -1,5 +1,5 @@
-"""Writes of tasks, executions, statuses and span tags — each an operation the writer runs in
-its group transaction (see `writer.Writer.submit`)."""
+"""Writes of tasks, executions, their statuses, and span tags: each an operation the
+group-commit writer runs in its transaction (`GroupCommitWriter.submit`)."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from .backends import in_param
 from .errors import InvalidInput, NotFound
-from .ingest import dumps, fetch_in
+from .group_commit import WriteContext
 from .models import (
     EXECUTION_STATUSES,
     TASK_STATUS_FOR_EXECUTION,
@@ -19,6 +19,7 @@ from .models import (
     TaskIn,
     new_id,
 )
+from .queries import find_span
 from .schema import (
     executions,
     reward_links,
@@ -28,8 +29,8 @@ from .schema import (
     task_tags,
     tasks,
 )
-from .span_rows import stored_tags
-from .writer import WriteContext
+from .span_rows import dumps, stored_tags
+from .sql import run_in
 
 
 async def create_task(conn: AsyncConnection, ctx: WriteContext, task: TaskIn) -> tuple[str, bool]:
@@ -150,7 +151,7 @@ async def refresh_task_status(
 ) -> None:
     """Each task's status follows its latest execution (a cancelled task stays cancelled)."""
     if task_ids:
-        await fetch_in(conn, ctx, _follow_latest_execution, task_ids, now=ctx.now_ns)
+        await run_in(conn, ctx, _follow_latest_execution, task_ids, now=ctx.now_ns)
 
 
 @functools.cache
@@ -178,8 +179,6 @@ async def add_span_tags(
     trace_id: str | None = None,
 ) -> tuple[str, str]:
     """Add tags to a stored span (its `tags` list and the tag index). Returns its identity."""
-    from .queries import find_span
-
     found = (await find_span(conn, span_id, trace_id))._mapping
     pk, found_trace, current = found["pk"], found["trace_id"], found["tags"]
     merged = list(dict.fromkeys([*stored_tags(current), *tags]))

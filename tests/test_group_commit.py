@@ -1,4 +1,4 @@
-"""The one writer: batch-first statements, group commit, bounded queue, drain on shutdown."""
+"""The group-commit writer: batch-first statements, group commit, bounded queue, drain on shutdown."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import pytest
 import sqlalchemy as sa
 from factories import span_record, trace_id
 
-from evolution_store import EvolutionStore, Overloaded, writer
+from evolution_store import EvolutionStore, Overloaded, group_commit
 from evolution_store.models import SpanRecord
 from evolution_store.queries import SpanQuery
 from evolution_store.schema import indexed_keys
@@ -67,7 +67,7 @@ async def test_concurrent_ingests_share_one_commit(store: EvolutionStore) -> Non
 async def test_a_small_group_waits_for_writes_on_their_way(
     store: EvolutionStore, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(writer, "GATHER_SECONDS", 30.0)
+    monkeypatch.setattr(group_commit, "GATHER_SECONDS", 30.0)
     before = store.writer.groups_committed
     # Two bodies being decoded, as the OTLP decoder announces them.
     with store.writer.expect():
@@ -85,7 +85,7 @@ async def test_a_small_group_waits_for_writes_on_their_way(
 async def test_the_last_announced_write_is_not_waited_for(
     store: EvolutionStore, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(writer, "GATHER_SECONDS", 30.0)
+    monkeypatch.setattr(group_commit, "GATHER_SECONDS", 30.0)
     # With one body being decoded, the commit overlaps with it instead of waiting for it.
     with store.writer.expect():
         done = await asyncio.wait_for(store.ingest(agent_traces(1)), 10)
@@ -98,7 +98,7 @@ async def test_announced_writes_hold_a_group_back_only_so_long(
     with store.writer.expect(), store.writer.expect():  # never submitted: the deadline
         result = await asyncio.wait_for(store.ingest(agent_traces(1)), 10)
         assert result.accepted == 10
-    monkeypatch.setattr(writer, "GATHER_SECONDS", 30.0)
+    monkeypatch.setattr(group_commit, "GATHER_SECONDS", 30.0)
     with store.writer.expect():
         with store.writer.expect():  # never submitted either: its end lets the group go
             waiting = asyncio.create_task(store.ingest(agent_traces(1)))

@@ -1,4 +1,4 @@
-"""Rewards carried inside OTLP (evolution_store/otlp_rewards.py): Agent Lightning annotation
+"""Rewards carried inside spans (evolution_store/reward_carriers.py): Agent Lightning annotation
 spans, OpenInference annotations/evaluations and GenAI `gen_ai.evaluation.result` events become
 RewardIn objects with deterministic ids and the right target."""
 
@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from typing import Any
 
 import orjson
@@ -16,9 +17,29 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import Link, Tracer, format_span_id, format_trace_id
 
-from evolution_store.otlp import DecodedRequest, decode_json, decode_protobuf
+from evolution_store.otlp import decode_json, decode_protobuf
+from evolution_store.promote import PriceTable
+from evolution_store.span_rows import prepare_spans
 
-Emit = Callable[[Callable[[Tracer], Any]], DecodedRequest]
+
+@dataclass
+class Carried:
+    """Decoded spans and what the shared ingest path reads from them (`prepare_spans`)."""
+
+    spans: list[Any]
+    rewards: list[Any]
+    rejected: int
+    errors: list[str]
+
+
+def carried(body: bytes, *, json: bool = False) -> Carried:
+    decoded = decode_json(body) if json else decode_protobuf(body)
+    batch = prepare_spans(decoded.spans, PriceTable(), frozenset())
+    report = batch.report
+    return Carried(decoded.spans, batch.rewards, decoded.rejected + report.rejected, report.errors)
+
+
+Emit = Callable[[Callable[[Tracer], Any]], Carried]
 
 
 @pytest.fixture
@@ -26,13 +47,13 @@ def emit() -> Iterator[Emit]:
     """Run `body(tracer)` under a real SDK tracer and decode what its exporter would send."""
     providers: list[TracerProvider] = []
 
-    def run(body: Callable[[Tracer], Any]) -> DecodedRequest:
+    def run(body: Callable[[Tracer], Any]) -> Carried:
         exporter = InMemorySpanExporter()
         provider = TracerProvider()
         provider.add_span_processor(SimpleSpanProcessor(exporter))
         providers.append(provider)
         body(provider.get_tracer("test"))
-        return decode_protobuf(encode_spans(exporter.get_finished_spans()).SerializeToString())
+        return carried(encode_spans(exporter.get_finished_spans()).SerializeToString())
 
     yield run
     for provider in providers:
@@ -205,7 +226,7 @@ def test_reward_ids_are_stable_across_retries(emit: Emit) -> None:
     provider.add_span_processor(SimpleSpanProcessor(exporter))
     body(provider.get_tracer("t"))
     wire = encode_spans(exporter.get_finished_spans()).SerializeToString()
-    first, again = decode_protobuf(wire), decode_protobuf(wire)
+    first, again = carried(wire), carried(wire)
     assert [r.id for r in first.rewards] == [r.id for r in again.rewards]
     assert len({r.id for r in first.rewards}) == 2
 
@@ -476,7 +497,7 @@ def test_carriers_in_otlp_json() -> None:
             ]
         }
     )
-    decoded = decode_json(body)
+    decoded = carried(body, json=True)
     al, genai = decoded.rewards
     assert (al.span_id, al.trace_id, al.value) == (parent, trace_id, 0.5)
     assert (genai.span_id, genai.name, genai.value) == (carrier, "q", 1.0)
@@ -486,12 +507,12 @@ def test_carriers_in_otlp_json() -> None:
 def test_a_carrier_that_breaks_the_reader_costs_only_its_rewards(
     emit: Emit, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import evolution_store.otlp as otlp
+    import evolution_store.span_rows as span_rows
 
     def broken(*args: Any, **kwargs: Any) -> Any:
         raise RuntimeError("reader bug")
 
-    monkeypatch.setattr(otlp, "rewards_from_span", broken)
+    monkeypatch.setattr(span_rows, "rewards_from_span", broken)
     decoded = emit(
         lambda tracer: tracer.start_span(
             "agentlightning.annotation", attributes={"agentlightning.reward.0.value": 1.0}

@@ -1,16 +1,15 @@
-"""The one writer: batch-first, group commit, bounded, drained on shutdown (DESIGN §3).
+"""The group-commit writer: one loop that owns the write connection (DESIGN §3).
 
-Every write in the store — span batches from REST, OTLP HTTP/gRPC and the in-process exporter,
-tasks, executions, rewards, tags — is a job on one queue. A single asyncio task owns the
-write connection; whenever it wakes it takes everything queued (up to a cap), applies it in
-ONE transaction, commits, and only then resolves each job's future. Concurrent requests thus
-share one commit (and one fsync), and a caller that got its answer knows its data is durable.
-A group assumes its spans are new (`WriteContext.optimistic`); one that meets a stored span
-is rolled back and applied again with lookups (`Conflict`).
+Every write in the store — span batches from every ingest route, tasks, executions, rewards,
+tags — is a job on one bounded queue. Whenever the loop wakes it takes everything queued (up to
+`GROUP_MAX_SPANS`), applies it in ONE transaction, commits, and only then resolves each job's
+future: concurrent requests share one commit, and a caller that got its answer knows its data
+is durable. The jobs' SQL lives elsewhere (`span_writes`, `task_writes`, `reward_writes`);
+this module only schedules it.
 
-The queue is bounded by span count and bytes; a full queue raises `Overloaded` at once, which
-the API turns into 503 + Retry-After. Nothing waits on a timer: the worker sleeps on an
-event until a job arrives. `shutdown()` stops intake, drains what is queued, commits, exits.
+A full queue raises `Overloaded` at once (the API answers 503 + Retry-After). Nothing waits on
+a timer: the loop sleeps on an event until a job arrives. `shutdown()` stops intake, drains
+what is queued, commits, exits.
 """
 
 from __future__ import annotations
@@ -24,11 +23,11 @@ from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy.exc import DataError, DBAPIError, InterfaceError, SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from .backends.base import Backend
-from .errors import EvolutionStoreError, InvalidInput, Overloaded, StorageError
+from .db_errors import translate_write_error
+from .errors import EvolutionStoreError, Overloaded, StorageError
 
 log = logging.getLogger(__name__)
 
@@ -40,25 +39,19 @@ BatchOperation = Callable[[AsyncConnection, "WriteContext", list[Any]], Awaitabl
 #: The most spans one transaction carries; more wait for the next group.
 GROUP_MAX_SPANS = 20_000
 
-#: A group with fewer spans than this waits for writes announced as on their way (`expect`:
-#: OTLP bodies in the decode worker) before it commits. Each commit rewrites every index page
-#: its random keys (trace, span and conversation ids) touched, so 512-span groups cost the
-#: database ~3x more per span than 2,048-span ones (bench/README). When decoding is the
-#: slower stage, requests reached the writer one by one and committed alone.
+#: A group smaller than this waits for writes announced as on their way (`expect`) before it
+#: commits: larger commits cost the database less per span (bench/README.md, "Gathering").
 GATHER_SPANS = 2048
 
-#: Announced writes a group leaves to the next one: the commit then overlaps with their
-#: decoding. Waiting for the last one too left the decoder idle during every commit (two
-#: clients: 16% fewer spans/s than not gathering at all).
+#: Announced writes a group leaves to the next one, so that the commit overlaps with their
+#: decoding instead of the decoder idling through it.
 GATHER_LEAVES = 1
 
-#: The longest a group waits for announced writes: a slow decode (a huge body) delays the
-#: others' answers by at most this.
+#: The longest a group waits for announced writes: a slow decode delays others by this at most.
 GATHER_SECONDS = 0.05
 
-#: After a group met a span stored before (`Conflict`), groups look spans up before inserting
-#: them for this long, then go back to assuming them new: retries that resend whole batches
-#: come in bursts, and each conflict costs a group's work twice.
+#: After a group met a span stored before (`StoredSpanMet`), groups look spans up before
+#: inserting them for this long: retries that resend whole batches come in bursts.
 LOOKUP_SECONDS = 60.0
 
 
@@ -69,15 +62,15 @@ class WriteContext:
     backend: Backend
     now_ns: int
     #: Spans are assumed not stored yet: no lookup of their ids before the insert, whose
-    #: unique index refuses a duplicate (`Conflict`). Nearly every group holds only new spans,
-    #: and the lookup was ~8% of a Postgres group's time.
+    #: unique index refuses a duplicate (`StoredSpanMet`). Nearly every group holds only new
+    #: spans, so the lookup would almost always find nothing.
     optimistic: bool = False
     cache: dict[str, Any] = field(default_factory=dict)
 
 
-class Conflict(Exception):
-    """Raised inside an optimistic group (`WriteContext.optimistic`) by an operation that met
-    a row stored before: the writer rolls the group back and applies it again, with lookups."""
+class StoredSpanMet(Exception):
+    """Internal signal, never seen by callers: an optimistic group (`WriteContext.optimistic`)
+    met a span stored before. The loop rolls the group back and applies it again, with lookups."""
 
 
 @dataclass
@@ -90,12 +83,12 @@ class _Job:
     future: asyncio.Future[Any]
 
 
-class Writer:
-    """Group-commit worker over the writer engine (one connection).
+class GroupCommitWriter:
+    """The group-commit loop over the writer engine (one connection).
 
     Usage::
 
-        writer = Writer(engine, backend)
+        writer = GroupCommitWriter(engine, backend)
         writer.start()
         result = await writer.submit(operation)            # resolves after COMMIT
         results = await writer.submit_batch(apply, payload, spans=512, size=80_000)
@@ -121,7 +114,7 @@ class Writer:
         self._task: asyncio.Task[None] | None = None
         self._closing = False
         self.groups_committed = 0
-        self.conflicts = 0  # optimistic groups applied again (`Conflict`)
+        self.conflicts = 0  # optimistic groups applied again (`StoredSpanMet`)
         self._incoming = 0  # writes announced by `expect` and not yet submitted
         self._committing = False
         self._lookups_until = 0.0  # `time.monotonic()` until which groups are not optimistic
@@ -129,10 +122,6 @@ class Writer:
     def start(self) -> None:
         if self._task is None:
             self._task = asyncio.create_task(self._run(), name="evolution-store-writer")
-
-    @property
-    def queued_spans(self) -> int:
-        return self._queued_spans
 
     async def submit(self, operation: Operation, *, size: int = 256) -> Any:
         """Run `operation` in the next group's transaction; return its result after COMMIT."""
@@ -268,7 +257,7 @@ class Writer:
     async def _commit_group(self, group: list[_Job]) -> None:
         try:
             results = await self._apply(group)
-        except Conflict:
+        except StoredSpanMet:
             log.debug("a group of %d writes met a stored span; applying it again", len(group))
             self.conflicts += 1
             self._lookups_until = time.monotonic() + LOOKUP_SECONDS
@@ -276,7 +265,7 @@ class Writer:
             return
         except Exception as exc:  # one bad job must not sink the others: retry them alone
             if len(group) == 1:
-                self._settle(group[0], error=_translate(exc))
+                self._settle(group[0], error=translate_write_error(exc))
                 return
             log.warning("group of %d writes failed (%s); retrying each alone", len(group), exc)
             for job in group:
@@ -328,62 +317,5 @@ class Writer:
         self._queued_spans = self._queued_bytes = 0
 
 
-def is_bad_value(exc: BaseException) -> bool:
-    """A driver refusing a value the caller sent (out-of-range integer, NUL in text, a lone
-    surrogate) rather than the database failing: the caller's fault, answered with 422."""
-    if isinstance(exc, DataError | InterfaceError | OverflowError | UnicodeError):
-        return True
-    # Postgres SQLSTATE class 22 is "data exception" (e.g. NUL in text)
-    return any(state.startswith("22") for state in _sqlstates(exc))
-
-
-def is_unique_violation(exc: BaseException) -> bool:
-    """A row refused by a unique index or primary key, from either backend, raised by the
-    driver itself (bulk inserts) or wrapped by SQLAlchemy."""
-    for error in _causes(exc):
-        if getattr(error, "sqlite_errorname", "") in _SQLITE_UNIQUE:
-            return True
-    return "23505" in _sqlstates(exc)
-
-
-_SQLITE_UNIQUE = ("SQLITE_CONSTRAINT_UNIQUE", "SQLITE_CONSTRAINT_PRIMARYKEY")
-
-
-def _causes(exc: BaseException) -> tuple[BaseException | None, ...]:
-    # SQLAlchemy wraps the driver adapter's exception (`orig`), which wraps asyncpg's.
-    orig = getattr(exc, "orig", None)
-    return (exc, orig, getattr(orig, "__cause__", None))
-
-
-def _sqlstates(exc: BaseException) -> list[str]:
-    """The SQLSTATE codes a Postgres error carries, whatever class the driver adapter chose
-    to wrap it in."""
-    return [
-        str(getattr(error, "sqlstate", "") or getattr(error, "pgcode", "") or "")
-        for error in _causes(exc)
-    ]
-
-
-def first_line(exc: BaseException) -> str:
-    text = str(getattr(exc, "orig", None) or exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__
-
-
 async def _noop(_conn: AsyncConnection, _ctx: WriteContext) -> None:
     return None
-
-
-def _translate(exc: Exception) -> BaseException:
-    if isinstance(exc, EvolutionStoreError):
-        return exc
-    if is_bad_value(exc):
-        error = InvalidInput(f"the database cannot store this value: {first_line(exc)}")
-        error.__cause__ = exc
-        return error
-    if isinstance(exc, DBAPIError | SQLAlchemyError | OSError):
-        error = StorageError(f"database write failed: {type(exc).__name__}: {exc}".splitlines()[0])
-        error.__cause__ = exc
-        return error
-    error = StorageError(f"write failed: {type(exc).__name__}: {exc}")
-    error.__cause__ = exc
-    return error
