@@ -296,16 +296,21 @@ def stored_tags(text: str | None) -> list[str]:
 
 def dumps(value: Any) -> str:
     """JSON text for a stored value. orjson is the fast path; what it refuses (ints beyond 64
-    bits, lone surrogates, nesting deeper than 254) is made storable first — a span is never
-    lost over its attributes."""
+    bits, lone surrogates, nesting deeper than 254) and NUL characters are made storable
+    first (`storable`): a span is never lost over its attributes."""
     # Most spans have no events, links or tags: one "[]" object for all of them, which a
     # batch pickled for another process then carries once (pickle memoises by identity).
     if type(value) is list and not value:
         return _EMPTY_LIST
     try:
-        return orjson.dumps(value, default=str, option=orjson.OPT_NON_STR_KEYS).decode()
+        text = orjson.dumps(value, default=str, option=orjson.OPT_NON_STR_KEYS).decode()
     except (TypeError, orjson.JSONEncodeError):
         return orjson.dumps(storable(value), default=str).decode()
+    # NUL becomes U+FFFD here as in every other stored text: Postgres's JSON functions refuse
+    # an escaped NUL, so one such span would break attribute queries over all the others.
+    if "\\u0000" in text:
+        return orjson.dumps(storable(value), default=str).decode()
+    return text
 
 
 def storable(value: Any, depth: int = 0) -> Any:

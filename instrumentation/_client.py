@@ -1,7 +1,7 @@
 """HTTP clients for the evolution-store REST API (`/api/v1`): a sync and an async twin.
 
-As in httpx, `_BaseClient` (in `_client_base.py`) holds the configuration and turns every
-method into a `_Call` (method, path, query, body) without doing I/O; `EvolutionClient` sends
+As in httpx, `BaseClient` (in `_client_base.py`) holds the configuration and turns every
+method into a `Call` (method, path, query, body) without doing I/O; `EvolutionClient` sends
 calls with an `httpx.Client`, `AsyncEvolutionClient` with an `httpx.AsyncClient`, under the
 same method names (`close`/`aclose` aside). The sync twin never runs the async one in an event
 loop.
@@ -23,19 +23,19 @@ from typing import Any, Self
 import httpx
 
 from ._client_base import (
-    _HTTPX_ERRORS,
     API_PREFIX,
     DEFAULT_BASE_URL,
     DEFAULT_TIMEOUT,
-    _BaseClient,
-    _Call,
-    _ClientState,
-    _seg,
-    _tags,
+    HTTPX_ERRORS,
+    BaseClient,
+    Call,
+    ClientState,
+    segment,
+    tag_list,
 )
 
 
-class EvolutionClient(_BaseClient):
+class EvolutionClient(BaseClient):
     """Synchronous client for the evolution-store REST API, on `httpx.Client`.
 
     Use it from scripts, notebooks and learners to create tasks, post spans, attach rewards and
@@ -70,17 +70,16 @@ class EvolutionClient(_BaseClient):
             transport=transport,
         )
 
-    def _send(self, call: _Call) -> Any:
+    def _send(self, call: Call) -> Any:
         self._check_open()
         attempt = 0
         while True:
-            url = f"{self.base_url}{API_PREFIX}{call.path}"
             try:
                 response = self._http.request(call.method, call.path, **self._request_kwargs(call))
-            except _HTTPX_ERRORS as exc:
+            except HTTPX_ERRORS as exc:
                 delay = self._retry_delay(call, attempt, None)
                 if delay < 0:
-                    raise self._transport_error(call, url, exc) from exc
+                    raise self._transport_error(call, exc) from exc
             else:
                 delay = self._retry_delay(call, attempt, response)
                 if delay < 0:
@@ -103,7 +102,7 @@ class EvolutionClient(_BaseClient):
         return self._send(self._create_task(name, task_id, input, metadata, tags))
 
     def get_task(self, task_id: str) -> dict[str, Any]:
-        return self._send(_Call("GET", f"/tasks/{_seg(task_id)}"))
+        return self._send(Call("GET", f"/tasks/{segment(task_id)}"))
 
     def list_tasks(
         self,
@@ -117,7 +116,7 @@ class EvolutionClient(_BaseClient):
         return self._send(self._list_tasks(status, tag, cursor, limit))
 
     def set_task_status(self, task_id: str, status: str) -> dict[str, Any]:
-        return self._send(_Call("PATCH", f"/tasks/{_seg(task_id)}", body={"status": status}))
+        return self._send(Call("PATCH", f"/tasks/{segment(task_id)}", body={"status": status}))
 
     def start_execution(
         self,
@@ -130,15 +129,15 @@ class EvolutionClient(_BaseClient):
         return self._send(self._start_execution(task_id, execution_id, config))
 
     def get_execution(self, execution_id: str) -> dict[str, Any]:
-        return self._send(_Call("GET", f"/executions/{_seg(execution_id)}"))
+        return self._send(Call("GET", f"/executions/{segment(execution_id)}"))
 
     def list_executions(self, task_id: str) -> Any:
-        return self._send(_Call("GET", f"/tasks/{_seg(task_id)}/executions"))
+        return self._send(Call("GET", f"/tasks/{segment(task_id)}/executions"))
 
     def set_execution_status(self, execution_id: str, status: str) -> dict[str, Any]:
         """running, succeeded, failed or timeout; the task's status follows."""
         return self._send(
-            _Call("PATCH", f"/executions/{_seg(execution_id)}", body={"status": status})
+            Call("PATCH", f"/executions/{segment(execution_id)}", body={"status": status})
         )
 
     # spans
@@ -179,13 +178,15 @@ class EvolutionClient(_BaseClient):
         )
 
     def get_span(self, span_id: str) -> dict[str, Any]:
-        return self._send(_Call("GET", f"/spans/{_seg(span_id)}"))
+        return self._send(Call("GET", f"/spans/{segment(span_id)}"))
 
     def add_span_tags(self, span_id: str, tags: Iterable[str]) -> Any:
-        return self._send(_Call("POST", f"/spans/{_seg(span_id)}/tags", body={"tags": _tags(tags)}))
+        return self._send(
+            Call("POST", f"/spans/{segment(span_id)}/tags", body={"tags": tag_list(tags)})
+        )
 
     def list_span_rewards(self, span_id: str) -> Any:
-        return self._send(_Call("GET", f"/spans/{_seg(span_id)}/rewards"))
+        return self._send(Call("GET", f"/spans/{segment(span_id)}/rewards"))
 
     # rewards
     def add_reward(
@@ -229,7 +230,7 @@ class EvolutionClient(_BaseClient):
         )
 
     def get_reward(self, reward_id: str) -> dict[str, Any]:
-        return self._send(_Call("GET", f"/rewards/{_seg(reward_id)}"))
+        return self._send(Call("GET", f"/rewards/{segment(reward_id)}"))
 
     def list_rewards(
         self,
@@ -246,19 +247,20 @@ class EvolutionClient(_BaseClient):
         limit: int | None = None,
     ) -> dict[str, Any]:
         """One page of rewards; `tag_scope` is any (default), reward or span."""
-        params = self._reward_filters(
-            tag=tag,
-            tag_scope=tag_scope,
-            name=name,
-            span_id=span_id,
-            trace_id=trace_id,
-            execution_id=execution_id,
-            task_id=task_id,
-            resolved=resolved,
-            cursor=cursor,
-            limit=limit,
+        return self._send(
+            self._list_rewards(
+                tag=tag,
+                tag_scope=tag_scope,
+                name=name,
+                span_id=span_id,
+                trace_id=trace_id,
+                execution_id=execution_id,
+                task_id=task_id,
+                resolved=resolved,
+                cursor=cursor,
+                limit=limit,
+            )
         )
-        return self._send(_Call("GET", "/rewards", params))
 
     def rewards_summary(
         self,
@@ -274,28 +276,29 @@ class EvolutionClient(_BaseClient):
         resolved: bool | None = None,
     ) -> dict[str, Any]:
         """`{groups: [{key, count, mean, stdev, ci95}]}`; group_by name|tag|agent|config:<key>."""
-        params = self._reward_filters(
-            group_by=group_by,
-            tag=tag,
-            tag_scope=tag_scope,
-            name=name,
-            span_id=span_id,
-            trace_id=trace_id,
-            execution_id=execution_id,
-            task_id=task_id,
-            resolved=resolved,
+        return self._send(
+            self._rewards_summary(
+                group_by=group_by,
+                tag=tag,
+                tag_scope=tag_scope,
+                name=name,
+                span_id=span_id,
+                trace_id=trace_id,
+                execution_id=execution_id,
+                task_id=task_id,
+                resolved=resolved,
+            )
         )
-        return self._send(_Call("GET", "/rewards/summary", params))
 
     def stats(self, agent: str) -> dict[str, Any]:
         """Success rate, latency percentiles, tokens, cost and mean reward of one agent."""
-        return self._send(_Call("GET", f"/stats/{_seg(agent)}"))
+        return self._send(Call("GET", f"/stats/{segment(agent)}"))
 
     # lifecycle
     def close(self) -> None:
         """Release the connection pool; the client cannot be used afterwards."""
-        if self._state is not _ClientState.CLOSED:
-            self._state = _ClientState.CLOSED
+        if self._state is not ClientState.CLOSED:
+            self._state = ClientState.CLOSED
             self._http.close()
 
     def __enter__(self) -> Self:
@@ -311,7 +314,7 @@ class EvolutionClient(_BaseClient):
         self.close()
 
 
-class AsyncEvolutionClient(_BaseClient):
+class AsyncEvolutionClient(BaseClient):
     """Asynchronous twin of `EvolutionClient`, on `httpx.AsyncClient`; same methods, awaited.
 
     ```python
@@ -342,19 +345,18 @@ class AsyncEvolutionClient(_BaseClient):
             transport=transport,
         )
 
-    async def _send(self, call: _Call) -> Any:
+    async def _send(self, call: Call) -> Any:
         self._check_open()
         attempt = 0
         while True:
-            url = f"{self.base_url}{API_PREFIX}{call.path}"
             try:
                 response = await self._http.request(
                     call.method, call.path, **self._request_kwargs(call)
                 )
-            except _HTTPX_ERRORS as exc:
+            except HTTPX_ERRORS as exc:
                 delay = self._retry_delay(call, attempt, None)
                 if delay < 0:
-                    raise self._transport_error(call, url, exc) from exc
+                    raise self._transport_error(call, exc) from exc
             else:
                 delay = self._retry_delay(call, attempt, response)
                 if delay < 0:
@@ -377,7 +379,7 @@ class AsyncEvolutionClient(_BaseClient):
         return await self._send(self._create_task(name, task_id, input, metadata, tags))
 
     async def get_task(self, task_id: str) -> dict[str, Any]:
-        return await self._send(_Call("GET", f"/tasks/{_seg(task_id)}"))
+        return await self._send(Call("GET", f"/tasks/{segment(task_id)}"))
 
     async def list_tasks(
         self,
@@ -391,7 +393,9 @@ class AsyncEvolutionClient(_BaseClient):
         return await self._send(self._list_tasks(status, tag, cursor, limit))
 
     async def set_task_status(self, task_id: str, status: str) -> dict[str, Any]:
-        return await self._send(_Call("PATCH", f"/tasks/{_seg(task_id)}", body={"status": status}))
+        return await self._send(
+            Call("PATCH", f"/tasks/{segment(task_id)}", body={"status": status})
+        )
 
     async def start_execution(
         self,
@@ -404,15 +408,15 @@ class AsyncEvolutionClient(_BaseClient):
         return await self._send(self._start_execution(task_id, execution_id, config))
 
     async def get_execution(self, execution_id: str) -> dict[str, Any]:
-        return await self._send(_Call("GET", f"/executions/{_seg(execution_id)}"))
+        return await self._send(Call("GET", f"/executions/{segment(execution_id)}"))
 
     async def list_executions(self, task_id: str) -> Any:
-        return await self._send(_Call("GET", f"/tasks/{_seg(task_id)}/executions"))
+        return await self._send(Call("GET", f"/tasks/{segment(task_id)}/executions"))
 
     async def set_execution_status(self, execution_id: str, status: str) -> dict[str, Any]:
         """running, succeeded, failed or timeout; the task's status follows."""
         return await self._send(
-            _Call("PATCH", f"/executions/{_seg(execution_id)}", body={"status": status})
+            Call("PATCH", f"/executions/{segment(execution_id)}", body={"status": status})
         )
 
     # spans
@@ -455,15 +459,15 @@ class AsyncEvolutionClient(_BaseClient):
         )
 
     async def get_span(self, span_id: str) -> dict[str, Any]:
-        return await self._send(_Call("GET", f"/spans/{_seg(span_id)}"))
+        return await self._send(Call("GET", f"/spans/{segment(span_id)}"))
 
     async def add_span_tags(self, span_id: str, tags: Iterable[str]) -> Any:
         return await self._send(
-            _Call("POST", f"/spans/{_seg(span_id)}/tags", body={"tags": _tags(tags)})
+            Call("POST", f"/spans/{segment(span_id)}/tags", body={"tags": tag_list(tags)})
         )
 
     async def list_span_rewards(self, span_id: str) -> Any:
-        return await self._send(_Call("GET", f"/spans/{_seg(span_id)}/rewards"))
+        return await self._send(Call("GET", f"/spans/{segment(span_id)}/rewards"))
 
     # rewards
     async def add_reward(
@@ -507,7 +511,7 @@ class AsyncEvolutionClient(_BaseClient):
         )
 
     async def get_reward(self, reward_id: str) -> dict[str, Any]:
-        return await self._send(_Call("GET", f"/rewards/{_seg(reward_id)}"))
+        return await self._send(Call("GET", f"/rewards/{segment(reward_id)}"))
 
     async def list_rewards(
         self,
@@ -524,19 +528,20 @@ class AsyncEvolutionClient(_BaseClient):
         limit: int | None = None,
     ) -> dict[str, Any]:
         """One page of rewards; `tag_scope` is any (default), reward or span."""
-        params = self._reward_filters(
-            tag=tag,
-            tag_scope=tag_scope,
-            name=name,
-            span_id=span_id,
-            trace_id=trace_id,
-            execution_id=execution_id,
-            task_id=task_id,
-            resolved=resolved,
-            cursor=cursor,
-            limit=limit,
+        return await self._send(
+            self._list_rewards(
+                tag=tag,
+                tag_scope=tag_scope,
+                name=name,
+                span_id=span_id,
+                trace_id=trace_id,
+                execution_id=execution_id,
+                task_id=task_id,
+                resolved=resolved,
+                cursor=cursor,
+                limit=limit,
+            )
         )
-        return await self._send(_Call("GET", "/rewards", params))
 
     async def rewards_summary(
         self,
@@ -552,28 +557,29 @@ class AsyncEvolutionClient(_BaseClient):
         resolved: bool | None = None,
     ) -> dict[str, Any]:
         """`{groups: [{key, count, mean, stdev, ci95}]}`; group_by name|tag|agent|config:<key>."""
-        params = self._reward_filters(
-            group_by=group_by,
-            tag=tag,
-            tag_scope=tag_scope,
-            name=name,
-            span_id=span_id,
-            trace_id=trace_id,
-            execution_id=execution_id,
-            task_id=task_id,
-            resolved=resolved,
+        return await self._send(
+            self._rewards_summary(
+                group_by=group_by,
+                tag=tag,
+                tag_scope=tag_scope,
+                name=name,
+                span_id=span_id,
+                trace_id=trace_id,
+                execution_id=execution_id,
+                task_id=task_id,
+                resolved=resolved,
+            )
         )
-        return await self._send(_Call("GET", "/rewards/summary", params))
 
     async def stats(self, agent: str) -> dict[str, Any]:
         """Success rate, latency percentiles, tokens, cost and mean reward of one agent."""
-        return await self._send(_Call("GET", f"/stats/{_seg(agent)}"))
+        return await self._send(Call("GET", f"/stats/{segment(agent)}"))
 
     # lifecycle
     async def aclose(self) -> None:
         """Release the connection pool; the client cannot be used afterwards."""
-        if self._state is not _ClientState.CLOSED:
-            self._state = _ClientState.CLOSED
+        if self._state is not ClientState.CLOSED:
+            self._state = ClientState.CLOSED
             await self._http.aclose()
 
     async def __aenter__(self) -> Self:

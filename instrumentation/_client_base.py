@@ -1,6 +1,8 @@
 """What the two REST clients share and what does no I/O: configuration, request building
-(`_Call`: method, path, query, body; one builder per non-trivial method), retry decisions, and
+(`Call`: method, path, query, body; one builder per non-trivial method), retry decisions, and
 turning responses into results or `EvolutionClientError`s. `_client.py` holds the twins.
+
+The retry rules (`RETRY_STATUSES`, `retry_after_seconds`) also serve the OTLP/JSON exporter.
 """
 
 from __future__ import annotations
@@ -23,11 +25,11 @@ API_PREFIX = "/api/v1"
 RETRY_STATUSES = frozenset({429, 502, 503, 504})
 MAX_RETRY_DELAY = 10.0
 
-_HTTPX_ERRORS = (httpx.HTTPError, httpx.InvalidURL, httpx.StreamError)
+HTTPX_ERRORS = (httpx.HTTPError, httpx.InvalidURL, httpx.StreamError)
 
 
 @dataclass(frozen=True, slots=True)
-class _Call:
+class Call:
     method: str
     path: str
     params: list[tuple[str, Any]] | None = None
@@ -35,13 +37,13 @@ class _Call:
     idempotent: bool = True
 
 
-class _ClientState(Enum):
+class ClientState(Enum):
     UNOPENED = 1
     OPENED = 2
     CLOSED = 3
 
 
-def _seg(value: str) -> str:
+def segment(value: str) -> str:
     """One URL path segment: caller-chosen task ids may hold any character."""
     return quote(str(value), safe="")
 
@@ -70,7 +72,7 @@ def _attribute_filters(attribute: str | Mapping[str, Any] | Sequence[str] | None
     return list(attribute)
 
 
-def _tags(tags: Iterable[str] | str | None) -> list[str]:
+def tag_list(tags: Iterable[str] | str | None) -> list[str]:
     if tags is None:
         return []
     return [tags] if isinstance(tags, str) else list(tags)
@@ -94,7 +96,7 @@ def _reward_body(
 ) -> dict[str, Any]:
     if isinstance(value, Mapping):
         dimensions, value = dict(value), None
-    body: dict[str, Any] = {"name": name, "source": source, "tags": _tags(tags)}
+    body: dict[str, Any] = {"name": name, "source": source, "tags": tag_list(tags)}
     optional = {
         "id": reward_id,
         "value": value,
@@ -111,7 +113,7 @@ def _reward_body(
     return body
 
 
-class _BaseClient:
+class BaseClient:
     """Configuration and request building shared by both clients; no I/O happens here."""
 
     def __init__(
@@ -132,34 +134,34 @@ class _BaseClient:
         self._headers = {"Accept": "application/json", **dict(headers or {})}
         if api_key:
             self._headers["Authorization"] = f"Bearer {api_key}"
-        self._state = _ClientState.UNOPENED
+        self._state = ClientState.UNOPENED
 
     def _check_open(self) -> None:
-        if self._state is _ClientState.CLOSED:
+        if self._state is ClientState.CLOSED:
             raise RuntimeError("this client has been closed; create a new one")
-        self._state = _ClientState.OPENED
+        self._state = ClientState.OPENED
 
-    def _request_kwargs(self, call: _Call) -> dict[str, Any]:
+    def _request_kwargs(self, call: Call) -> dict[str, Any]:
         kwargs: dict[str, Any] = {"params": call.params or None}
         if call.body is not None:
             kwargs["content"] = dumps(call.body).encode()
             kwargs["headers"] = {"Content-Type": "application/json"}
         return kwargs
 
-    def _retry_delay(self, call: _Call, attempt: int, response: httpx.Response | None) -> float:
+    def _retry_delay(self, call: Call, attempt: int, response: httpx.Response | None) -> float:
         """Seconds to wait before retrying, or -1 when the call must not be retried."""
         if not call.idempotent or attempt >= self.max_retries:
             return -1
         if response is not None:
             if response.status_code not in RETRY_STATUSES:
                 return -1
-            retry_after = _retry_after(response)
+            retry_after = retry_after_seconds(response.headers.get("Retry-After"))
             if retry_after is not None:
                 return min(retry_after, MAX_RETRY_DELAY)
         return min(0.2 * 2**attempt, MAX_RETRY_DELAY)
 
-    @staticmethod
-    def _transport_error(call: _Call, url: str, exc: Exception) -> EvolutionClientError:
+    def _transport_error(self, call: Call, exc: Exception) -> EvolutionClientError:
+        url = f"{self.base_url}{API_PREFIX}{call.path}"
         return EvolutionClientError(
             f"{call.method} {url} failed: {type(exc).__name__}: {exc}",
             method=call.method,
@@ -167,7 +169,7 @@ class _BaseClient:
         )
 
     @staticmethod
-    def _result(call: _Call, response: httpx.Response) -> Any:
+    def _result(call: Call, response: httpx.Response) -> Any:
         if response.status_code >= 400:
             try:
                 body = response.json()
@@ -180,7 +182,7 @@ class _BaseClient:
                 detail=detail,
                 method=call.method,
                 url=str(response.request.url),
-                retry_after=_retry_after(response),
+                retry_after=retry_after_seconds(response.headers.get("Retry-After")),
             )
         if response.status_code == 204 or not response.content:
             return None
@@ -204,58 +206,62 @@ class _BaseClient:
         input: Any,
         metadata: Mapping[str, Any] | None,
         tags: Iterable[str],
-    ) -> _Call:
-        body: dict[str, Any] = {"name": name, "tags": _tags(tags)}
+    ) -> Call:
+        body: dict[str, Any] = {"name": name, "tags": tag_list(tags)}
         if task_id is not None:
             body["id"] = task_id
         if input is not None:
             body["input"] = input
         if metadata:
             body["metadata"] = dict(metadata)
-        return _Call("POST", "/tasks", body=body, idempotent=task_id is not None)
+        return Call("POST", "/tasks", body=body, idempotent=task_id is not None)
 
     @staticmethod
     def _list_tasks(
         status: str | None, tag: str | None, cursor: str | None, limit: int | None
-    ) -> _Call:
-        return _Call("GET", "/tasks", _query(status=status, tag=tag, cursor=cursor, limit=limit))
+    ) -> Call:
+        return Call("GET", "/tasks", _query(status=status, tag=tag, cursor=cursor, limit=limit))
 
     @staticmethod
     def _start_execution(
         task_id: str, execution_id: str | None, config: Mapping[str, Any] | None
-    ) -> _Call:
+    ) -> Call:
         body: dict[str, Any] = {"config": dict(config or {})}
         if execution_id is not None:
             body["id"] = execution_id
-        return _Call(
+        return Call(
             "POST",
-            f"/tasks/{_seg(task_id)}/executions",
+            f"/tasks/{segment(task_id)}/executions",
             body=body,
             idempotent=execution_id is not None,
         )
 
     @staticmethod
-    def _post_spans(spans: Mapping[str, Any] | Sequence[Mapping[str, Any]]) -> _Call:
+    def _post_spans(spans: Mapping[str, Any] | Sequence[Mapping[str, Any]]) -> Call:
         items = [spans] if isinstance(spans, Mapping) else list(spans)
-        return _Call("POST", "/spans/batch", body={"spans": items})
+        return Call("POST", "/spans/batch", body={"spans": items})
 
     @staticmethod
-    def _list_spans(**filters: Any) -> _Call:
+    def _list_spans(**filters: Any) -> Call:
         filters["attribute"] = _attribute_filters(filters.get("attribute")) or None
-        return _Call("GET", "/spans", _query(**filters))
+        return Call("GET", "/spans", _query(**filters))
 
     @staticmethod
-    def _add_reward(**kwargs: Any) -> _Call:
+    def _add_reward(**kwargs: Any) -> Call:
         body = _reward_body(**kwargs)
-        return _Call("POST", "/rewards", body=body, idempotent="id" in body)
+        return Call("POST", "/rewards", body=body, idempotent="id" in body)
 
     @staticmethod
-    def _reward_filters(**filters: Any) -> list[tuple[str, Any]]:
-        return _query(**filters)
+    def _list_rewards(**filters: Any) -> Call:
+        return Call("GET", "/rewards", _query(**filters))
+
+    @staticmethod
+    def _rewards_summary(**filters: Any) -> Call:
+        return Call("GET", "/rewards/summary", _query(**filters))
 
 
-def _retry_after(response: httpx.Response) -> float | None:
-    value = response.headers.get("Retry-After")
+def retry_after_seconds(value: str | None) -> float | None:
+    """A `Retry-After` header (seconds or an HTTP date) as seconds from now; None if absent."""
     if not value:
         return None
     try:

@@ -6,9 +6,10 @@
 - embedded (`store_url=`): spans, tasks and rewards go into an `EvolutionStore` in this process;
 - local (only `span_exporter=`): spans go to your exporter; tasks only stamp ids.
 
-Our `EvolutionSpanProcessor` is added once to the provider and holds the current sinks, so
-calling `configure()` again replaces the previous configuration (also on a global provider,
-which OpenTelemetry never lets anyone replace).
+Our `EvolutionSpanProcessor` is added once to the provider and holds the current span
+processors, so calling `configure()` again replaces the previous configuration (also on a global
+provider, which OpenTelemetry never lets anyone replace). Tasks and rewards go to a sink
+(`_sinks`), kept in `_state.STATE` with the tracer.
 """
 
 from __future__ import annotations
@@ -27,10 +28,10 @@ from opentelemetry.sdk.resources import SERVICE_NAME, Resource
 from opentelemetry.sdk.trace import SpanProcessor, TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter
 
-from ._backends import Backend, RemoteBackend
 from ._client import DEFAULT_BASE_URL, EvolutionClient
 from ._context import EvolutionSpanProcessor
 from ._exporters import PROTOCOLS, build_otlp_exporter, parse_headers
+from ._sinks import RemoteSink, Sink
 from ._state import SCOPE_NAME, SCOPE_VERSION, STATE, logger
 
 TRACES_PATH = "/v1/traces"
@@ -39,7 +40,7 @@ DEFAULT_GRPC_ENDPOINT = "http://127.0.0.1:4317"
 T = TypeVar("T")
 
 _lock = threading.Lock()
-_processors: weakref.WeakKeyDictionary[TracerProvider, EvolutionSpanProcessor] = (
+_evolution_processors: weakref.WeakKeyDictionary[TracerProvider, EvolutionSpanProcessor] = (
     weakref.WeakKeyDictionary()
 )
 _atexit_registered = False
@@ -63,8 +64,9 @@ class TracingSession:
         *,
         mode: str,
         tracer_provider: TracerProvider,
-        processor: EvolutionSpanProcessor,
-        backend: Backend | None,
+        evolution_processor: EvolutionSpanProcessor,
+        span_processors: tuple[SpanProcessor, ...],
+        sink: Sink | None,
         owns_provider: bool,
         api_url: str | None = None,
         traces_endpoint: str | None = None,
@@ -75,23 +77,23 @@ class TracingSession:
     ) -> None:
         self.mode = mode
         self.tracer_provider = tracer_provider
-        self.backend = backend
+        self.sink = sink
         self.api_url = api_url
         self.traces_endpoint = traces_endpoint
         self.protocol = protocol
         self.headers = dict(headers or {})
         self.store_url = store_url
         self.client = client
-        self._processor = processor
+        self._evolution_processor = evolution_processor
+        self._span_processors = span_processors
         self._owns_provider = owns_provider
-        self._sinks: tuple[SpanProcessor, ...] = ()
         self._closed = False
 
     def force_flush(self, timeout_millis: int = 30_000) -> bool:
         """Export every span ended so far; False if that did not finish within the timeout."""
         if self._closed:
             return False
-        return all([sink.force_flush(timeout_millis) for sink in self._sinks])
+        return all([p.force_flush(timeout_millis) for p in self._span_processors])
 
     def call_store(self, fn: Callable[[Any], Awaitable[T]], timeout: float | None = None) -> T:
         """Embedded mode: run `fn(store)` on the store's own event loop and return the result.
@@ -100,30 +102,30 @@ class TracingSession:
         second `EvolutionStore` (SQLite allows one writer per process):
         `session.call_store(lambda store: store.list_rewards(RewardQuery(tag="prod")))`.
         """
-        runner = getattr(self.backend, "runner", None)
+        runner = getattr(self.sink, "runner", None)
         if runner is None:
             raise RuntimeError("call_store() needs embedded mode: configure(store_url=...)")
         return runner.call(fn, timeout)
 
     def shutdown(self, timeout_millis: int = 30_000) -> None:
-        """Flush and stop this configuration's exporters and backend. Idempotent."""
+        """Flush and stop this configuration's exporters and sink. Idempotent."""
         with _lock:
             if self._closed:
                 return
             self._closed = True
             if STATE.session is self:
                 STATE.session = None
-                STATE.backend = None
+                STATE.sink = None
                 STATE.tracer = None
-            if self._processor.sinks == self._sinks:
-                self._processor.set_sinks(())
-        for sink in self._sinks:
+            if self._evolution_processor.processors == self._span_processors:
+                self._evolution_processor.set_processors(())
+        for processor in self._span_processors:
             try:
-                sink.shutdown()
+                processor.shutdown()
             except Exception as exc:
                 logger.warning("span processor shutdown failed: %s", exc)
-        if self.backend is not None:
-            self.backend.shutdown(timeout_millis / 1000)
+        if self.sink is not None:
+            self.sink.shutdown(timeout_millis / 1000)
         if self._owns_provider and trace.get_tracer_provider() is not self.tracer_provider:
             self.tracer_provider.shutdown()
 
@@ -150,9 +152,9 @@ def _at_exit() -> None:
 
 
 def _processor_for(provider: TracerProvider) -> EvolutionSpanProcessor:
-    processor = _processors.get(provider)
+    processor = _evolution_processors.get(provider)
     if processor is None:
-        processor = _processors[provider] = EvolutionSpanProcessor()
+        processor = _evolution_processors[provider] = EvolutionSpanProcessor()
         provider.add_span_processor(processor)
     return processor
 
@@ -278,16 +280,16 @@ def configure(
         previous.shutdown()
 
     provider, owns = _provider(tracer_provider, set_global, service_name, resource_attributes)
-    processor = _processor_for(provider)
-    sinks: list[SpanProcessor] = []
-    backend: Backend | None = None
+    evolution_processor = _processor_for(provider)
+    processors: list[SpanProcessor] = []
+    sink: Sink | None = None
     details: dict[str, Any] = {}
     if store_url:
-        from ._embedded import EmbeddedBackend, StoreRunner, StoreSpanExporter
+        from ._embedded import EmbeddedSink, StoreRunner, StoreSpanExporter
 
         runner = StoreRunner(store_url)
-        sinks.append(BatchSpanProcessor(StoreSpanExporter(runner)))
-        backend = EmbeddedBackend(runner)
+        processors.append(BatchSpanProcessor(StoreSpanExporter(runner)))
+        sink = EmbeddedSink(runner)
         mode = "embedded"
         details["store_url"] = store_url
     elif endpoint or span_exporter is None or _env_endpoint():
@@ -304,8 +306,8 @@ def configure(
         client = EvolutionClient(
             rest_url, headers={"Authorization": auth} if auth else None, transport=transport
         )
-        sinks.append(BatchSpanProcessor(build_otlp_exporter(chosen, traces, otlp_headers)))
-        backend = RemoteBackend(client)
+        processors.append(BatchSpanProcessor(build_otlp_exporter(chosen, traces, otlp_headers)))
+        sink = RemoteSink(client)
         mode = "remote"
         details.update(
             api_url=rest_url,
@@ -317,22 +319,22 @@ def configure(
     else:
         mode = "local"
     if span_exporter is not None:
-        sinks.append(BatchSpanProcessor(span_exporter))
+        processors.append(BatchSpanProcessor(span_exporter))
 
     session = TracingSession(
         mode=mode,
         tracer_provider=provider,
-        processor=processor,
-        backend=backend,
+        evolution_processor=evolution_processor,
+        span_processors=tuple(processors),
+        sink=sink,
         owns_provider=owns,
         **details,
     )
-    session._sinks = tuple(sinks)
     with _lock:
-        for old in processor.set_sinks(sinks):
+        for old in evolution_processor.set_processors(processors):
             old.shutdown()
         STATE.tracer = provider.get_tracer(SCOPE_NAME, SCOPE_VERSION)
-        STATE.backend = backend
+        STATE.sink = sink
         STATE.session = session
         if not _atexit_registered:
             atexit.register(_at_exit)

@@ -3,7 +3,8 @@ that stamps their ids on every span started inside it.
 
 Ids are generated client-side (uuid4 hex), so nothing waits for the server before spans can
 carry them; the Task and Execution are still created explicitly so name, input, tags and
-status are stored. A backend failure is logged, never raised: tracing must not break the agent.
+status are stored. A sink failure is logged, never raised: tracing must not break the agent.
+The handle of the innermost block sits in `_current.CURRENT_TASK`.
 """
 
 from __future__ import annotations
@@ -18,17 +19,10 @@ from typing import Any
 from opentelemetry.context import Context
 from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor
 
+from ._current import CURRENT_TASK, CurrentTask
+from ._rewards import emit_reward
 from ._serialize import jsonable
 from ._state import EXECUTION_ID_ATTR, STATE, TASK_ID_ATTR, logger
-
-_CURRENT_TASK: contextvars.ContextVar[TaskHandle | None] = contextvars.ContextVar(
-    "evolution_current_task", default=None
-)
-
-
-def current_task() -> TaskHandle | None:
-    """The handle of the innermost `task()` block in this context, if any."""
-    return _CURRENT_TASK.get()
 
 
 class TaskHandle:
@@ -41,7 +35,16 @@ class TaskHandle:
     ```
     """
 
-    __slots__ = ("task_id", "execution_id", "name", "input", "tags", "metadata", "config", "_stamp")
+    __slots__ = (
+        "task_id",
+        "execution_id",
+        "name",
+        "input",
+        "tags",
+        "metadata",
+        "config",
+        "span_attributes",
+    )
 
     def __init__(
         self,
@@ -61,13 +64,14 @@ class TaskHandle:
         self.tags = tags
         self.metadata = metadata
         self.config = config
-        # Built once: on_start sets it on every span of the block in one call.
-        self._stamp = {TASK_ID_ATTR: task_id, EXECUTION_ID_ATTR: execution_id}
+        # Built once, so the span processor stamps every span of the block in one call.
+        self.span_attributes: Mapping[str, str] = {
+            TASK_ID_ATTR: task_id,
+            EXECUTION_ID_ATTR: execution_id,
+        }
 
     def reward(self, value: float | Mapping[str, float], **kwargs: Any) -> dict[str, Any] | None:
         """`emit_reward` aimed at this execution unless `kwargs` names another target."""
-        from ._rewards import emit_reward
-
         if not any(
             kwargs.get(key) for key in ("span_id", "trace_id", "task_id", "execution_id", "links")
         ):
@@ -93,7 +97,7 @@ class _TaskScope:
 
     def __init__(self, handle: TaskHandle) -> None:
         self._handle = handle
-        self._token: contextvars.Token[TaskHandle | None] | None = None
+        self._token: contextvars.Token[CurrentTask | None] | None = None
         self._used = False
 
     def _claim(self) -> None:
@@ -114,7 +118,7 @@ class _TaskScope:
         }
 
     def _enter(self) -> TaskHandle:
-        self._token = _CURRENT_TASK.set(self._handle)
+        self._token = CURRENT_TASK.set(self._handle)
         return self._handle
 
     def _exit(self) -> None:
@@ -122,16 +126,16 @@ class _TaskScope:
         if token is None:
             return
         try:
-            _CURRENT_TASK.reset(token)
+            CURRENT_TASK.reset(token)
         except ValueError:  # exited in another context (e.g. a generator moved across tasks)
-            _CURRENT_TASK.set(token.old_value if token.old_value is not token.MISSING else None)
+            CURRENT_TASK.set(token.old_value if token.old_value is not token.MISSING else None)
 
     def __enter__(self) -> TaskHandle:
         self._claim()
-        backend = STATE.backend
-        if backend is not None:
+        sink = STATE.sink
+        if sink is not None:
             try:
-                backend.open_task(**self._open_args())
+                sink.open_task(**self._open_args())
             except Exception as exc:
                 logger.warning("could not record task %s: %s", self._handle.task_id, exc)
         return self._enter()
@@ -143,10 +147,10 @@ class _TaskScope:
         tb: TracebackType | None,
     ) -> None:
         self._exit()
-        backend = STATE.backend
-        if backend is not None:
+        sink = STATE.sink
+        if sink is not None:
             try:
-                backend.finish_execution(self._handle.execution_id, _status_for(exc))
+                sink.finish_execution(self._handle.execution_id, _status_for(exc))
             except Exception as error:
                 logger.warning(
                     "could not record the end of execution %s: %s",
@@ -156,10 +160,10 @@ class _TaskScope:
 
     async def __aenter__(self) -> TaskHandle:
         self._claim()
-        backend = STATE.backend
-        if backend is not None:
+        sink = STATE.sink
+        if sink is not None:
             try:
-                await backend.aopen_task(**self._open_args())
+                await sink.aopen_task(**self._open_args())
             except Exception as exc:
                 logger.warning("could not record task %s: %s", self._handle.task_id, exc)
         return self._enter()
@@ -171,13 +175,13 @@ class _TaskScope:
         tb: TracebackType | None,
     ) -> None:
         self._exit()
-        backend = STATE.backend
-        if backend is None:
+        sink = STATE.sink
+        if sink is None:
             return
         status = _status_for(exc)
         try:
             # Shielded so a cancelled task still records that it failed.
-            await asyncio.shield(backend.afinish_execution(self._handle.execution_id, status))
+            await asyncio.shield(sink.afinish_execution(self._handle.execution_id, status))
         except asyncio.CancelledError:
             raise
         except Exception as error:
@@ -222,39 +226,40 @@ def task(
 
 
 class EvolutionSpanProcessor(SpanProcessor):
-    """Stamps task/execution ids on starting spans and forwards ended spans to the sinks.
+    """Stamps task/execution ids on starting spans and forwards every span to the processors
+    `configure()` installed (batch processors around our exporters).
 
-    Installed once per TracerProvider; `configure()` swaps the sinks (batch processors around
-    our exporters), which is how a second `configure()` call replaces the first even on a
-    global provider that cannot be replaced. `on_start` costs one contextvar read.
+    Installed once per TracerProvider; `configure()` swaps the processors behind it, which is
+    how a second `configure()` call replaces the first even on a global provider that cannot be
+    replaced. `on_start` costs one contextvar read.
     """
 
     def __init__(self) -> None:
-        self._sinks: tuple[SpanProcessor, ...] = ()
+        self._processors: tuple[SpanProcessor, ...] = ()
 
-    def set_sinks(self, sinks: Iterable[SpanProcessor]) -> tuple[SpanProcessor, ...]:
-        """Install new sinks and return the old ones (the caller shuts them down)."""
-        old, self._sinks = self._sinks, tuple(sinks)
+    def set_processors(self, processors: Iterable[SpanProcessor]) -> tuple[SpanProcessor, ...]:
+        """Install new processors and return the old ones (the caller shuts them down)."""
+        old, self._processors = self._processors, tuple(processors)
         return old
 
     @property
-    def sinks(self) -> tuple[SpanProcessor, ...]:
-        return self._sinks
+    def processors(self) -> tuple[SpanProcessor, ...]:
+        return self._processors
 
     def on_start(self, span: Span, parent_context: Context | None = None) -> None:
-        handle = _CURRENT_TASK.get()
+        handle = CURRENT_TASK.get()
         if handle is not None:
-            span.set_attributes(handle._stamp)
-        for sink in self._sinks:
-            sink.on_start(span, parent_context)
+            span.set_attributes(handle.span_attributes)
+        for processor in self._processors:
+            processor.on_start(span, parent_context)
 
     def on_end(self, span: ReadableSpan) -> None:
-        for sink in self._sinks:
-            sink.on_end(span)
+        for processor in self._processors:
+            processor.on_end(span)
 
     def shutdown(self) -> None:
-        for sink in self.set_sinks(()):
-            sink.shutdown()
+        for processor in self.set_processors(()):
+            processor.shutdown()
 
     def force_flush(self, timeout_millis: int = 30_000) -> bool:
-        return all([sink.force_flush(timeout_millis) for sink in self._sinks])
+        return all([processor.force_flush(timeout_millis) for processor in self._processors])

@@ -26,7 +26,7 @@ from typing import Any, TypeVar, overload
 from opentelemetry import context as context_api
 from opentelemetry.trace import Span, Status, StatusCode, set_span_in_context
 
-from ._context import _CURRENT_TASK, TaskHandle
+from ._current import CURRENT_TASK, CurrentTask
 from ._serialize import value_attributes
 from ._state import STATE, TAGS_ATTR, get_tracer
 
@@ -215,20 +215,20 @@ class _StreamState:
         self.items: list[Any] = []
         self.done = False
         # Context is captured at creation: steps run with the creator's task, not the consumer's.
-        self.task: TaskHandle | None = _CURRENT_TASK.get()
+        self.task: CurrentTask | None = CURRENT_TASK.get()
 
     def enter(self) -> tuple[object, Any]:
         token = context_api.attach(self.ctx)
         task = self.task
         task_token = None
-        if task is not None and _CURRENT_TASK.get() is not task:
-            task_token = _CURRENT_TASK.set(task)
+        if task is not None and CURRENT_TASK.get() is not task:
+            task_token = CURRENT_TASK.set(task)
         return token, task_token
 
     def leave(self, tokens: tuple[object, Any]) -> None:
         token, task_token = tokens
         if task_token is not None:
-            _CURRENT_TASK.reset(task_token)
+            CURRENT_TASK.reset(task_token)
         context_api.detach(token)
 
     def collect(self, item: Any) -> None:

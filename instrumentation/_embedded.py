@@ -2,8 +2,9 @@
 
 The store is async and bound to one event loop, while spans end on any thread and the user may
 have no loop at all. So the store lives on a private loop in a named daemon thread
-(`StoreRunner`); the exporter (on the batch processor's worker thread) and `task()` /
-`emit_reward()` call into it with `run_coroutine_threadsafe`. The runner re-creates its thread
+(`StoreRunner`); the span exporter (`StoreSpanExporter`, on the batch processor's worker thread)
+and the sink `task()` / `emit_reward()` write to (`EmbeddedSink`) call into it with
+`run_coroutine_threadsafe`. The runner re-creates its thread
 and reopens the store lazily in a forked child, and `shutdown()` closes the store (which
 commits everything queued) before stopping the loop.
 
@@ -28,7 +29,6 @@ from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 try:
     from evolution_store import EvolutionStore, Overloaded
     from evolution_store.models import ExecutionIn, RewardIn, SpanRecord, TaskIn
-    from evolution_store.otlp_rewards import GENAI_EVENT, might_carry_rewards, rewards_from_span
 except ImportError as exc:  # pragma: no cover - the package ships both halves
     raise ImportError(
         "embedded mode needs the evolution_store package (pip install evolution-store); "
@@ -147,12 +147,9 @@ def _after_fork(ref: weakref.ref[StoreRunner]) -> None:
         runner._forked()
 
 
-def _note(message: str) -> None:
-    logger.debug("reward carried in a span was not stored: %s", message)
-
-
 class StoreSpanExporter(SpanExporter):
-    """Writes finished spans (and the rewards they carry) into the embedded store.
+    """Writes finished spans into the embedded store, which also stores the rewards carried in
+    them (the same ingest path as the server's receivers, so embedded == remote).
 
     It runs on the BatchSpanProcessor's worker thread, so blocking until the store commits is
     fine there and gives the processor real back-pressure; when the store's queue is full the
@@ -169,34 +166,18 @@ class StoreSpanExporter(SpanExporter):
             return SpanExportResult.FAILURE
         token = attach(set_value(_SUPPRESS_INSTRUMENTATION_KEY, True))
         try:
-            records: list[SpanRecord] = []
-            rewards: list[RewardIn] = []
-            for span in spans:
-                record = SpanRecord(**span_fields(span))
-                records.append(record)
-                # The same reward carriers the OTLP receiver reads, so embedded == remote.
-                carries = might_carry_rewards(record.name, record.attributes)
-                evaluated = any(event["name"] == GENAI_EVENT for event in record.events)
-                if carries or evaluated:
-                    rewards.extend(
-                        rewards_from_span(
-                            record, _note, check_attributes=carries, check_events=evaluated
-                        )
-                    )
-            return self._ingest(records, rewards)
+            return self._ingest([SpanRecord(**span_fields(span)) for span in spans])
         except Exception as exc:
             logger.warning("embedded export of %d spans failed: %s", len(spans), exc)
             return SpanExportResult.FAILURE
         finally:
             detach(token)
 
-    def _ingest(self, records: list[SpanRecord], rewards: list[RewardIn]) -> SpanExportResult:
+    def _ingest(self, records: list[SpanRecord]) -> SpanExportResult:
         deadline = time.monotonic() + self._timeout
         while True:
             try:
-                self._runner.call(
-                    lambda store: store.ingest(records, rewards), timeout=self._timeout
-                )
+                self._runner.call(lambda store: store.ingest(records), timeout=self._timeout)
                 return SpanExportResult.SUCCESS
             except Overloaded as exc:
                 pause = min(exc.retry_after, deadline - time.monotonic())
@@ -219,8 +200,8 @@ def _reward_in(payload: dict[str, Any]) -> RewardIn:
     return RewardIn(**fields)
 
 
-class EmbeddedBackend:
-    """Tasks, executions and rewards written straight into the embedded store."""
+class EmbeddedSink:
+    """The `Sink` of embedded mode: tasks, executions and rewards written into the store."""
 
     def __init__(self, runner: StoreRunner) -> None:
         self.runner = runner

@@ -17,10 +17,11 @@ import httpx
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 
+from ._client_base import RETRY_STATUSES, retry_after_seconds
+from ._serialize import dumps
 from ._state import logger
 
 PROTOCOLS = ("http/protobuf", "http/json", "grpc")
-RETRY_STATUSES = frozenset({429, 502, 503, 504})
 
 
 def parse_headers(text: str | None) -> dict[str, str]:
@@ -77,10 +78,9 @@ class OTLPJsonSpanExporter(SpanExporter):
     def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
         if self._shutdown:
             return SpanExportResult.FAILURE
+        # Imported here so only http/json users load the protobuf encoder.
         from google.protobuf.json_format import MessageToDict
         from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
-
-        from ._serialize import dumps
 
         try:
             body = MessageToDict(encode_spans(spans), use_integers_for_enums=True)
@@ -100,7 +100,7 @@ class OTLPJsonSpanExporter(SpanExporter):
                 if response.is_success:
                     return SpanExportResult.SUCCESS
                 status, reason = response.status_code, response.text[:200]
-                retry_after = _seconds(response.headers.get("Retry-After"))
+                retry_after = retry_after_seconds(response.headers.get("Retry-After"))
                 if status not in RETRY_STATUSES:
                     logger.error("OTLP/JSON export refused (%s): %s", status, reason)
                     return SpanExportResult.FAILURE
@@ -118,13 +118,6 @@ class OTLPJsonSpanExporter(SpanExporter):
 
     def force_flush(self, timeout_millis: int = 30_000) -> bool:
         return True
-
-
-def _seconds(value: str | None) -> float | None:
-    try:
-        return max(0.0, float(value)) if value else None
-    except ValueError:
-        return None
 
 
 def build_otlp_exporter(

@@ -1,8 +1,8 @@
 """`emit_reward` and the Agent Lightning attribute helpers.
 
-A reward is written straight to the backend (`POST /api/v1/rewards`, or the embedded store's
-`add_reward`), not smuggled in a span, so it is stored even when its target span has not been
-exported yet: the server keeps it pending and links it when the span arrives.
+A reward is written straight to the sink `configure()` chose (`POST /api/v1/rewards`, or the
+embedded store's `add_reward`), not smuggled in a span, so it is stored even when its target
+span has not been exported yet: the server keeps it pending and links it when the span arrives.
 
 The attribute helpers produce exactly what Agent Lightning 0.3 users already emit
 (`agentlightning/utils/otel.py`, `agentlightning/semconv.py` in microsoft/agent-lightning):
@@ -21,7 +21,7 @@ from typing import Any
 from opentelemetry import trace
 from opentelemetry.trace import Status, StatusCode
 
-from ._context import current_task
+from ._current import current_task
 from ._state import STATE, get_tracer, logger
 
 AGL_ANNOTATION = "agentlightning.annotation"
@@ -182,10 +182,10 @@ def emit_reward(
         "links": None,
         **target,
     }
-    backend = STATE.backend
-    if backend is None:
+    sink = STATE.sink
+    if sink is None:
         return _emit_annotation_span(payload)
-    return backend.add_reward(payload)
+    return sink.add_reward(payload)
 
 
 def _emit_annotation_span(payload: dict[str, Any]) -> dict[str, Any]:

@@ -1,8 +1,8 @@
 """Process-wide state shared by the instrumentation modules: the tracer the decorator uses and
-the backend (remote server, embedded store, or none) that tasks and rewards are written to.
+the sink (remote server, embedded store, or none) that tasks and rewards are written to.
 
-It lives in its own module so `_decorator`, `_context` and `_rewards` can read it without
-importing `_config` (which knows about exporters and would create import cycles).
+`configure()` sets it; `_decorator`, `_context` and `_rewards` read it here, so they need not
+import `_config`, which sits above them.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 from opentelemetry import trace
 
 if TYPE_CHECKING:
-    from ._backends import Backend
+    from ._sinks import Sink
 
 logger = logging.getLogger("instrumentation")
 
@@ -26,11 +26,11 @@ TAGS_ATTR = "evolution.tags"
 
 
 class _State:
-    __slots__ = ("tracer", "backend", "session")
+    __slots__ = ("tracer", "sink", "session")
 
     def __init__(self) -> None:
         self.tracer: trace.Tracer | None = None
-        self.backend: Backend | None = None
+        self.sink: Sink | None = None
         self.session: Any = None
 
 

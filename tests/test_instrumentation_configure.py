@@ -55,8 +55,8 @@ def sessions():
 
 
 def _exporter(session):
-    (sink,) = session._sinks
-    return sink.span_exporter
+    (processor,) = session._span_processors
+    return processor.span_exporter
 
 
 def test_endpoint_argument_sets_rest_and_otlp_urls(sessions):
@@ -122,7 +122,7 @@ def test_endpoint_and_store_url_are_exclusive():
         instrumentation.configure("http://x", store_url="sqlite:///x.db")
 
 
-def test_reconfigure_replaces_sinks_on_the_same_provider(sessions):
+def test_reconfigure_replaces_span_processors_on_the_same_provider(sessions):
     provider = TracerProvider()
     first, second = InMemorySpanExporter(), InMemorySpanExporter()
 
@@ -131,7 +131,7 @@ def test_reconfigure_replaces_sinks_on_the_same_provider(sessions):
         return 1
 
     one = sessions(span_exporter=first, tracer_provider=provider)
-    assert one.mode == "local" and STATE.backend is None
+    assert one.mode == "local" and STATE.sink is None
     agent()
     two = sessions(span_exporter=second, tracer_provider=provider)
     agent()

@@ -151,6 +151,43 @@ def test_toy_agent_end_to_end(session):
     assert attempts[0]["config"] == {"prompt": "v1"}
 
 
+def test_rewards_carried_in_spans_are_stored(session):
+    """The three carriers the OTLP receiver reads (Agent Lightning annotation span, OpenInference
+    evaluator span, `gen_ai.evaluation.result` event) become rewards in embedded mode too."""
+    tracer = session.tracer_provider.get_tracer("carriers")
+    with tracer.start_as_current_span("llm") as llm:
+        llm.add_event(
+            "gen_ai.evaluation.result",
+            {"gen_ai.evaluation.name": "relevance", "gen_ai.evaluation.score.value": 0.8},
+        )
+        annotation = tracer.start_span(
+            "agentlightning.annotation",
+            attributes={"agentlightning.reward.0.name": "task", "agentlightning.reward.0.value": 1},
+        )
+        annotation.end()
+    judged = llm.get_span_context()
+    evaluator = tracer.start_span(
+        "judge",
+        attributes={
+            "openinference.span.kind": "EVALUATOR",
+            "evaluations.0.evaluation.name": "correctness",
+            "evaluations.0.evaluation.score": 0.5,
+        },
+        links=[trace.Link(judged)],
+    )
+    evaluator.end()
+    assert session.force_flush()
+
+    rewards = {r["name"]: r for r in _rewards(session)}  # a fresh store: only these three
+    assert {name: r["value"] for name, r in rewards.items()} == {
+        "relevance": 0.8,
+        "task": 1.0,
+        "correctness": 0.5,
+    }
+    span_id = format(judged.span_id, "016x")
+    assert all(r["resolved"] and r["span_ids"] == [span_id] for r in rewards.values())
+
+
 def test_spans_from_many_threads_all_land(session):
     @track_evolution
     def work(i):
@@ -172,7 +209,7 @@ def test_spans_from_many_threads_all_land(session):
 
 def test_call_store_needs_embedded_mode():
     session = instrumentation.TracingSession.__new__(instrumentation.TracingSession)
-    session.backend = None
+    session.sink = None
     with pytest.raises(RuntimeError):
         session.call_store(lambda store: store.version())
 

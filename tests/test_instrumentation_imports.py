@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ast
 import inspect
 import re
 import subprocess
@@ -86,3 +87,13 @@ def test_no_sql_in_instrumentation():
     package = Path(instrumentation.__file__).parent
     for path in package.glob("*.py"):
         assert not re.search(r"\b(select|insert|text)\(", path.read_text()), path.name
+
+
+def test_modules_import_no_private_names_from_each_other():
+    """A name another module needs is part of its module's surface, so it has no underscore."""
+    package = Path(instrumentation.__file__).parent
+    for path in package.glob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and node.level:
+                private = [alias.name for alias in node.names if alias.name.startswith("_")]
+                assert not private, (path.name, node.module, private)

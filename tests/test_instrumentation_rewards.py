@@ -176,7 +176,7 @@ def test_unconfigured_reward_becomes_an_agent_lightning_annotation_span(monkeypa
     session = instrumentation.configure(
         span_exporter=exporter, tracer_provider=provider, set_global=False
     )
-    assert STATE.backend is None
+    assert STATE.sink is None
     try:
         tracer = provider.get_tracer("test")
         with tracer.start_as_current_span("llm-call") as target:
@@ -197,7 +197,7 @@ def test_unconfigured_reward_becomes_an_agent_lightning_annotation_span(monkeypa
 
     # The server's OTLP reward reader understands it (evolution_store is fine to import here).
     from evolution_store.models import SpanRecord
-    from evolution_store.otlp_rewards import rewards_from_span
+    from evolution_store.reward_carriers import rewards_from_span
     from instrumentation._spans import span_fields
 
     (reward,) = rewards_from_span(SpanRecord(**span_fields(annotation)), lambda _: None)

@@ -98,7 +98,7 @@ def test_spans_inside_carry_task_and_execution_ids(local):
     assert len(stamped) == 1
     assert stamped[0].attributes["evolution.task.id"] == handle.task_id
     assert stamped[0].attributes["evolution.execution.id"] == handle.execution_id
-    assert instrumentation._context.current_task() is None
+    assert instrumentation._current.current_task() is None
 
 
 def test_known_task_id_is_a_retry_with_a_new_execution(local):

@@ -1,7 +1,10 @@
-"""Where `task()` and `emit_reward()` write: the server's REST API or an in-process store.
+"""Sinks: where `task()` and `emit_reward()` write tasks, executions and rewards.
 
-Both backends offer the same small surface, sync and async. The remote one runs the sync
-client in a worker thread for `async with task(...)` so no event loop is bound to a client.
+`configure()` picks one: `RemoteSink` (the server's REST API) or `EmbeddedSink` (an in-process
+store; it lives in `_embedded` because it imports `evolution_store`). Both offer the `Sink`
+surface, sync and async. Spans take another road (OTLP, or the embedded exporter). The remote
+sink runs the sync client in a worker thread for `async with task(...)`, so no event loop is
+bound to a client.
 """
 
 from __future__ import annotations
@@ -12,7 +15,9 @@ from typing import Any, Protocol
 from ._client import EvolutionClient
 
 
-class Backend(Protocol):
+class Sink(Protocol):
+    """What `task()` and `emit_reward()` call; failures raise (the callers decide to log)."""
+
     def open_task(
         self,
         *,
@@ -36,7 +41,7 @@ class Backend(Protocol):
     def shutdown(self, timeout: float | None = None) -> None: ...
 
 
-class RemoteBackend:
+class RemoteSink:
     """Tasks, executions and rewards over REST with an `EvolutionClient`."""
 
     def __init__(self, client: EvolutionClient) -> None:
