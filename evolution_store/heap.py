@@ -13,9 +13,7 @@ def settle_heap() -> None:
     """Freeze what start-up allocated (modules, app, store) out of the cyclic collector's
     sight, and let its youngest generation grow: a span batch allocates tens of thousands of
     containers that reference counting frees anyway, and default thresholds would run the
-    collector many times per batch for nothing (~10 % of ingest time when measured in the
-    server; unpickling a worker's batch costs 4.3 µs a span with these thresholds, 7.5 with
-    the defaults)."""
+    collector many times per batch for nothing (bench/README.md, "Garbage collector")."""
     gc.collect()
     gc.freeze()
     gc.set_threshold(YOUNG_THRESHOLD, 20, 20)

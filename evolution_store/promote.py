@@ -1,8 +1,9 @@
-"""From a decoded span to the columns queries and learners need.
+"""From a decoded span to the columns queries and learners need: its task and execution ids,
+tags, and promoted columns (agent, operation, model, tokens, cost, duration).
 
-Every ingest path calls `span_row()`; the rules come from OTLP_NOTES ("Attributes worth
-promoting"): the first present source wins, and tokens are kept only on LLM spans because
-agent spans may repeat their children's totals.
+Every ingest path reaches these through `span_rows.prepare_spans`. The rules come from
+OTLP_NOTES ("Attributes worth promoting"): the first present source wins, and tokens are kept
+only on LLM spans because agent spans may repeat their children's totals.
 """
 
 from __future__ import annotations
@@ -39,6 +40,7 @@ LLM_OPERATIONS = frozenset(
 
 
 def first(attributes: Mapping[str, Any], keys: tuple[str, ...]) -> Any:
+    """The value of the first of `keys` present and not empty, else None."""
     for key in keys:
         value = attributes.get(key)
         if value is not None and value != "":

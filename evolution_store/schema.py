@@ -18,8 +18,8 @@ def Varchar(length: int) -> sa.String:  # noqa: N802 - a column type, named like
     """VARCHAR(length) compared byte by byte on both backends: SQLite's default (BINARY), and
     on Postgres the "C" collation (migration 0003). Ids, tags, keys and names need no
     language's sort order, and Postgres compares in the database's locale otherwise: a
-    `strcoll` on every b-tree comparison. "C" made Postgres spend 12% less CPU on span ingest
-    (bench/README), and both backends now sort these columns alike."""
+    `strcoll` on every b-tree comparison, a measurable share of its CPU on span ingest
+    (bench/README.md, 'Collation "C"'). Both backends also sort these columns alike."""
     return sa.String(length).with_variant(sa.String(length, collation="C"), "postgresql")
 
 
@@ -118,9 +118,9 @@ span_tags = sa.Table(
 # The attribute index: (key, value) -> span, for the link keys and every key a reward selector
 # has used. It makes selector resolution and `attribute=key:value` filters index lookups
 # instead of scans over every span's JSON. A pair is stored as its 64-bit digest
-# (`span_rows.attribute_digest`), not as text: ~18-byte entries instead of ~62, so the index
-# is a quarter the size and a commit rewrites ~20% fewer pages in all (migration 0004). Its
-# key leads with the span's bucket (`span_bucket`).
+# (`span_rows.attribute_digest`), not as text: smaller entries make a smaller index, of which
+# each commit rewrites fewer pages (migration 0004). Its key leads with the span's bucket
+# (`span_bucket`).
 span_attributes = sa.Table(
     "span_attributes",
     metadata,
@@ -133,11 +133,11 @@ span_attributes = sa.Table(
 #: Spans are numbered in the order they arrive (`spans.pk`); each run of 2**16 of them is a
 #: bucket. The two indexes whose keys are random for every span — span ids and attribute
 #: digests — lead with the bucket, so a group's new entries all land in the newest bucket's
-#: part of each b-tree. Keyed on the random value alone, each commit touched nearly every page
-#: of both indexes, and SQLite writes every page a commit touched: at 500k spans those two
-#: indexes were 60% of a group's WAL frames, and ingest ran at 53-64% of its first speed
-#: (bench/README, tenth session). A lookup by span id or digest probes each bucket in use
-#: (`in_span_buckets`): one index probe per 65,536 spans stored.
+#: part of each b-tree. Keyed on the random value alone, each commit would touch nearly every
+#: page of both indexes, and SQLite writes every page a commit touched: the cost of a span
+#: would grow with the store (bench/README.md, "Bucketed indexes"). A lookup by span id or
+#: digest probes each bucket in use (`in_span_buckets`): one index probe per 65,536 spans
+#: stored.
 SPAN_BUCKET_BITS = 16
 
 
@@ -196,6 +196,8 @@ def digest_matches(digest: Any) -> sa.Select[Any]:
     )
 
 
+# The attribute keys `span_attributes` covers: the link keys of OTLP_NOTES, which migration
+# 0001 registers, and every key a reward selector has named since.
 indexed_keys = sa.Table(
     "indexed_keys",
     metadata,
@@ -268,13 +270,4 @@ reward_span_tags = sa.Table(
     sa.Column("tag", Varchar(200), primary_key=True),
     sa.Column("reward_pk", sa.BigInteger, primary_key=True),
     sqlite_with_rowid=False,
-)
-
-# Attribute keys always indexed, whether or not a reward selector has named them yet
-# (OTLP_NOTES "link keys"), plus our own ids.
-DEFAULT_INDEXED_KEYS = (
-    "gen_ai.conversation.id",
-    "session.id",
-    "gen_ai.response.id",
-    "user.id",
 )

@@ -1,4 +1,4 @@
-"""The group-commit writer: batch-first statements, group commit, bounded queue, drain on shutdown."""
+"""The group-commit writer: batch-first statements, group commit, bounded queue, drain."""
 
 from __future__ import annotations
 

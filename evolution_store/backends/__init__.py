@@ -1,7 +1,11 @@
-"""Dialect specifics: connection settings, bulk inserts, id reservation, error translation.
+"""Database dialects: one `Backend` per database (`sqlite`, `postgres`), chosen from the URL.
 
-Everything above this package speaks SQLAlchemy Core; only here do SQLite PRAGMAs and
-Postgres COPY appear.
+A backend creates the engines (SQLite PRAGMAs, the Postgres writer's settings), inserts rows
+in bulk (`executemany`, COPY), reserves primary keys and runs the writer's lookups straight on
+the driver. This module holds what picks and addresses one (`normalize_url`, `redact_url`,
+`backend_for`) and the one-parameter `IN` both dialects share (`in_param`, `in_value`).
+Everything above this package speaks SQLAlchemy Core. Driver errors are classified in
+`evolution_store.db_errors`, not here.
 """
 
 from __future__ import annotations
@@ -47,6 +51,7 @@ def redact_url(url: str) -> str:
 
 
 def backend_for(url: str) -> Backend:
+    """The backend of a database URL (see `normalize_url`); raises `InvalidInput` for others."""
     url = normalize_url(url)
     if url.startswith("sqlite"):
         from .sqlite import SQLiteBackend

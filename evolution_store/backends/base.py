@@ -27,8 +27,6 @@ class Backend:
     """One database dialect. Subclasses own engine creation and bulk writes."""
 
     name = "base"
-    #: the most bound parameters one statement may carry
-    max_params = 30_000
     #: the database lives in this process's memory: another process cannot reach it
     in_memory = False
 
@@ -104,7 +102,7 @@ class Backend:
 
         `fresh=True` promises that no row conflicts with a stored one (new primary keys, duplicates
         filtered under the writer's lock), which lets a backend take a faster path; a row that
-        conflicts after all fails the insert (`writer.is_unique_violation`)."""
+        conflicts after all fails the insert (`db_errors.is_unique_violation`)."""
         raise NotImplementedError
 
     async def advance_counters(
@@ -112,9 +110,6 @@ class Backend:
     ) -> dict[str, int]:
         """Add `counts[id]` to each task's `span_count` in one statement; return new values."""
         raise NotImplementedError
-
-    def chunk_size(self, table: sa.Table) -> int:
-        return max(1, self.max_params // max(1, len(table.columns)))
 
     async def version(self, conn: AsyncConnection) -> str:
         raise NotImplementedError
@@ -132,7 +127,3 @@ def _compiled(
     statement itself (literals such as `column == "trace"`)."""
     compiled = statement.compile(dialect=dialect)
     return compiled.string, tuple(compiled.positiontup or ()), dict(compiled.params)
-
-
-def chunks(rows: Sequence[Any], size: int) -> list[Sequence[Any]]:
-    return [rows[i : i + size] for i in range(0, len(rows), size)]

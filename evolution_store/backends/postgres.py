@@ -15,9 +15,9 @@ from .base import Backend, execute_each
 
 #: Writes that may conflict with stored rows go through a staging table and COPY from this
 #: many rows on, smaller ones through executemany. Fresh rows (`fresh=True`) always go
-#: straight in with COPY: the ~50 tasks and executions a 512-span group creates took ~2 ms
-#: each through executemany (every row planned on its own), 0.4 ms through COPY (store-only
-#: with one client, 9,428 and 9,726 against 8,439 and 8,918 spans/s).
+#: straight in with COPY: executemany plans every row on its own (`force_custom_plan`), which
+#: costs even a group's few dozen new tasks and executions several times what COPY does
+#: (bench/README.md, "COPY on Postgres").
 COPY_MIN_ROWS = 64
 
 #: pg_advisory_xact_lock key held by a writer for each group (any constant unique to us)
@@ -26,15 +26,14 @@ WRITER_LOCK = 0x65766F6C  # "evol"
 #: Settings of the writer's connection. Every statement the writer runs finds rows by key (IN
 #: lists of ids), so an index lookup is always the right plan; Postgres must be kept from
 #: choosing otherwise on a fresh database, where tables autovacuum has not analysed yet look
-#: empty to the planner:
+#: empty to the planner (bench/README.md, "Postgres writer settings"):
 #: - asyncpg prepares each statement once, and Postgres would keep a generic plan made from
-#:   the statistics of that moment: a lookup of 51 task ids read all 10,000 rows of `tasks`
-#:   through the wrong index after 100k spans (4.6 ms a group, growing with the table). Custom
-#:   plans are made at each execution for the table's current size (~0.1 ms each).
-#: - Even then the cost model prefers one sequential pass over `spans` to 2,000 index probes of
-#:   pages that are all in cache, so sequential scans are priced out. JIT is off because that
-#:   price would make any query with no index to take (a rare key back-fill) look costly
-#:   enough to compile.
+#:   the statistics of that moment: a scan, or the wrong index, whose cost grows with the
+#:   table. Custom plans are made at each execution for the table's current size.
+#: - Even then the cost model may prefer one sequential pass over `spans` to a group's
+#:   thousands of index probes of cached pages, so sequential scans are priced out. JIT is off
+#:   because that price would make any query with no index to take (a rare key back-fill)
+#:   look costly enough to compile.
 WRITER_SETTINGS = {"plan_cache_mode": "force_custom_plan", "enable_seqscan": "off", "jit": "off"}
 
 
@@ -47,7 +46,6 @@ def _apply_writer_settings(dbapi_connection: Any, _record: Any) -> None:
 
 class PostgresBackend(Backend):
     name = "postgres"
-    max_params = 32_000
 
     def create_engines(self) -> tuple[AsyncEngine, AsyncEngine]:
         writer = create_async_engine(self.url, pool_size=1, max_overflow=0, pool_pre_ping=True)
@@ -69,8 +67,8 @@ class PostgresBackend(Backend):
         self, conn: AsyncConnection, statement: sa.Executable, params: dict[str, Any]
     ) -> list[Any]:
         # Straight to asyncpg, on the connection of the open transaction: SQLAlchemy's
-        # execution path costs ~150 µs a statement on top of asyncpg's own (the statement is
-        # compiled once here; asyncpg keeps it prepared), and a group runs about twenty.
+        # execution path adds its own work to every statement, and a group runs about twenty
+        # (the statement is compiled once here; asyncpg keeps it prepared).
         raw = await conn.get_raw_connection()
         driver = raw.driver_connection
         if not driver.is_in_transaction():

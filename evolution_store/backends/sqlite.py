@@ -21,40 +21,36 @@ from .base import Backend, execute_each
 
 log = logging.getLogger(__name__)
 
-#: Seconds between background checkpoints while commits keep coming. A page that several
-#: commits rewrite (index pages of random keys: ids, conversation ids) is copied once per
-#: checkpoint: 1 s instead of 0.2 s wrote ~20 % fewer bytes for 100k spans (1.0 -> 0.8 GB).
+#: Seconds between background checkpoints while commits keep coming: a page that several
+#: commits rewrite (index pages of random keys) is then copied once per interval, not once
+#: per commit. Figures: bench/README.md, "SQLite settings".
 CHECKPOINT_INTERVAL = 1.0
 
 #: PRAGMAs applied to every new connection. WAL lets readers run beside the writer;
 #: synchronous=NORMAL in WAL mode keeps every commit across a process crash (only an OS
-#: crash or power loss can lose the last transactions).
+#: crash or power loss can lose the last transactions). Why each size below was chosen, with
+#: its measurements: bench/README.md, "SQLite settings".
 PRAGMAS = {
     # Must come before `journal_mode=wal`: it only takes effect on a database with no tables
-    # yet (an existing file keeps its size). Spans are ~1-2 KB rows; with 16 KiB pages a
-    # commit writes half the WAL frames it does with 4 KiB, and store ingest ran ~10% faster
-    # (bench/store_bench.py, alternating runs).
+    # yet (an existing file keeps its size). Spans are 1-2 KB rows: 16 KiB pages mean fewer
+    # WAL frames for each commit to write than the default 4 KiB; larger pages were slower.
     "page_size": "16384",
     "journal_mode": "wal",
     "synchronous": "normal",
     "busy_timeout": "10000",
     "temp_store": "memory",
-    # 32 MiB a connection: it holds the pages the writer changed (a commit dirties ~1,000 of
-    # 16 KiB) and the pages read past the memory map below. 64 MiB was not faster at 100k or
-    # 300k spans and took the server's peak RSS ~27 MB higher.
+    # Per connection: holds the pages the writer changes in a group and the pages read past
+    # the memory map below. A larger cache was no faster and raised the server's peak RSS.
     "cache_size": "-32768",
-    # The first 64 MiB of the file are read through a memory map, the rest through the cache.
-    # Mapped pages count in the server's RSS: with 256 MiB a store of 200-500k spans peaked at
-    # 271-286 MB under OTLP load (anon ~160), bounded only by the map's size; with 64 MiB,
-    # 220 MB. Ingest and reads measured the same either way (bench/README, tenth session).
+    # The start of the file is read through a memory map, the rest through the cache. Mapped
+    # pages count in the server's RSS, so a grown store's RSS rises with the map's size; a
+    # larger map was no faster.
     "mmap_size": str(64 * 1024 * 1024),
-    # Checkpoints run on their own thread (`Checkpointer`), so commits do not wait on
-    # copying. But under steady writes those never find the log fully copied (the next commit
-    # has already appended to it), and only a fully copied log starts again from its
-    # beginning: the WAL file grew to ~430 MB, every new page of it allocated and zeroed by
-    # the kernel. The writer's own checkpoint, after a commit and before the next, completes;
-    # every ~94 MB (6,000 pages of 16 KiB) it lets the log restart, so the file stays ~100 MB
-    # and its pages are reused: 35% less system CPU in store ingest (bench/README).
+    # The background checkpoints (`Checkpointer`) never find the log fully copied under
+    # steady writes, and only a fully copied log starts again from its beginning: alone they
+    # would let the WAL file grow, each new page allocated and zeroed by the kernel. The
+    # writer's own checkpoint, between two commits, completes: every 6,000 pages it lets the
+    # log restart, so the file stays small and its pages are reused.
     "wal_autocheckpoint": "6000",
     "journal_size_limit": str(128 * 1024 * 1024),
 }
@@ -68,8 +64,6 @@ def apply_pragmas(dbapi_connection: Any, _record: Any = None) -> None:
 
 class SQLiteBackend(Backend):
     name = "sqlite"
-    # SQLite's SQLITE_MAX_VARIABLE_NUMBER is 32766 since 3.32.
-    max_params = 32_000
 
     def __init__(self, url: str) -> None:
         super().__init__(url)
@@ -129,8 +123,8 @@ class SQLiteBackend(Backend):
         sql = _insert_sql(table.name, columns, ignore=not fresh)
         if self.statement_hook is not None:
             self.statement_hook(sql, rows)
-        # Straight to the driver: sqlite3's executemany reuses one prepared statement, and
-        # skipping SQLAlchemy's per-row parameter processing halves the cost of a span. The
+        # Straight to the driver: sqlite3's executemany reuses one prepared statement and
+        # skips SQLAlchemy's per-row parameter processing, a large part of a span's cost. The
         # raw connection is the one inside the writer's open transaction.
         raw = await conn.get_raw_connection()
         await raw.driver_connection.executemany(sql, rows)
@@ -165,9 +159,8 @@ class SQLiteBackend(Backend):
 class Checkpointer:
     """Copies committed WAL frames back into the database file on a thread and connection of
     its own (PASSIVE checkpoints never block the writer or readers). The writer only signals
-    after each commit, so its commits never wait for a checkpoint: on two cores, store ingest
-    ran ~8% faster than with SQLite's in-line auto-checkpoint (medians of 3 alternating runs).
-    """
+    after each commit, so its commits do not wait for the copying that SQLite's in-line
+    auto-checkpoint would do after them (bench/README.md, "SQLite settings")."""
 
     def __init__(self, path: str) -> None:
         self._path = path

@@ -6,8 +6,9 @@ Create Date: 2026-11-30 10:40:00
 
 Postgres compared ids, tags and keys in the database's locale: each b-tree comparison went
 through `strcoll` (with C.UTF-8 too; only "C" and "POSIX" take the plain `memcmp`). With
-"C", span ingest cost the Postgres backend 12% less CPU (bench/README), and these columns
-sort as SQLite sorts them. SQLite compares bytes already: nothing to do there.
+"C", span ingest costs the Postgres backend less CPU (bench/README.md, 'Collation "C"'),
+and these columns sort as SQLite sorts them. SQLite compares bytes already: nothing to do
+there.
 
 One ALTER TABLE per table, so each index over the changed columns is rebuilt once; the
 tables themselves are not rewritten (same type, only the collation changes).

@@ -4,12 +4,12 @@ Revision ID: 0004
 Revises: 0003
 Create Date: 2026-11-30 11:30:00
 
-`span_attributes` held (key, value, span_pk): ~62-byte entries in a b-tree of random keys,
-whose pages nearly every commit rewrote. It now holds (digest, span_pk), the digest being
-`span_rows.attribute_digest(key, value)`: the index is a quarter the size, and span ingest
-wrote ~20% fewer WAL bytes on SQLite and cost the Postgres backend ~12% less CPU
-(bench/README). Existing rows are converted in batches; going down rebuilds the text rows
-from the spans' attributes.
+`span_attributes` held (key, value, span_pk): wide entries in a b-tree of random keys, whose
+pages nearly every commit rewrote. It now holds (digest, span_pk), the digest being
+`span_rows.attribute_digest(key, value)`: a smaller index, so span ingest writes fewer WAL
+bytes on SQLite and costs the Postgres backend less CPU (bench/README.md, "Digests").
+Existing rows are converted in batches; going down rebuilds the text rows from the spans'
+attributes.
 """
 
 from __future__ import annotations
