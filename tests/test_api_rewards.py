@@ -56,6 +56,19 @@ async def test_reward_id_is_idempotent(api_client):
     assert [item["id"] for item in listed] == ["r-1"]
 
 
+async def test_a_reward_id_reused_with_other_content_is_409(api_client):
+    trace = trace_id()
+    first = await api_client.post(f"{API}/rewards", json=reward_body(0.5, id="r-2", trace_id=trace))
+    assert first.status_code == 201
+    other = await api_client.post(f"{API}/rewards", json=reward_body(0.8, id="r-2", trace_id=trace))
+    assert other.status_code == 409, other.text
+    body = other.json()
+    assert body["type"] == "conflict"
+    # Both values are named: what is stored and what was sent.
+    assert "value: stored 0.5, sent 0.8" in body["detail"]
+    assert (await api_client.get(f"{API}/rewards/r-2")).json()["value"] == 0.5
+
+
 async def test_rewards_by_tag_own_or_span(api_client):
     tagged_span = span_dict(tags=["gold"])
     plain_span = span_dict()
