@@ -4,12 +4,15 @@
 
 Nothing is created at import: the store is opened in the app's lifespan (or handed in by the
 caller, who then owns it), so one test run can build apps over SQLite and Postgres side by side.
+The lifespan is the server's one lifecycle: `evolution-store serve` (`api/serve.py`) runs
+`create_app(settings, standalone=True)`, whose lifespan also starts and stops the OTLP decode
+workers and the OTLP/gRPC receiver.
 """
 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import AsyncExitStack, asynccontextmanager
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -18,15 +21,17 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from evolution_store import EvolutionStore
 from evolution_store.config import Settings
-from evolution_store.otlp_decoder import OtlpDecoder
+from evolution_store.otlp_decode_pool import OtlpDecodePool, default_workers
 
 from .deps import WriteAuth
 from .errors import BodyTooLarge, error_body, install_error_handlers
+from .openapi import install_openapi
+from .otlp_receiver import OtlpReceiver
 from .routers import executions, rewards, spans, stats, tasks
 from .routers.otlp import router as otlp_router
 
 API_PREFIX = "/api/v1"
-#: seconds `close()` and the gRPC server get to finish in-flight work at shutdown
+#: seconds the store's `close()` and the gRPC server get to finish in-flight work at shutdown
 SHUTDOWN_TIMEOUT = 30.0
 
 
@@ -39,48 +44,59 @@ def create_app(
     settings: Settings | None = None,
     *,
     store: EvolutionStore | None = None,
-    grpc: bool = False,
-    decoder: OtlpDecoder | None = None,
+    standalone: bool = False,
+    migrate: bool = True,
 ) -> FastAPI:
-    """Build the app. It opens `settings.store_url` (migrating it) when it starts and drains and
-    closes the store when it stops, unless `store` is given: then the caller opened it and
-    closes it. With `grpc=True` and a non-zero `settings.otlp_grpc_port`, the OTLP gRPC
-    receiver runs beside the app over the same store (`evolution-store serve` starts it itself).
-    OTLP bodies are decoded by `decoder` (the caller starts and closes it), else on the event
-    loop.
+    """Build the app. Its lifespan opens `settings.store_url` (migrating it, unless
+    `migrate=False` because the caller has) and drains and closes the store when it stops,
+    unless `store` is given: then the caller opened it and closes it.
+
+    `standalone=True` makes the app the whole server, as `evolution-store serve` runs it: the
+    lifespan also runs `settings.otlp_decode_workers` decode worker processes (None: one on a
+    machine with two or more CPUs) and the OTLP/gRPC receiver on `settings.otlp_grpc_port`
+    (unless it is 0). Without it, OTLP bodies are decoded on the event loop and nothing listens
+    beside the app: what tests, and an app mounted in another server, want.
     """
     settings = settings or Settings()
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        active = store
-        if active is None:
-            active = await EvolutionStore.open(
-                settings.store_url,
-                queue_max_spans=settings.queue_max_spans,
-                queue_max_bytes=settings.queue_max_bytes,
+        # Whatever started is stopped in reverse order, however the app stops: gRPC (with a
+        # grace period for its in-flight exports), then the decode pool, then the store, which
+        # commits what is still queued.
+        async with AsyncExitStack() as running:
+            active = store
+            if active is None:
+                active = await EvolutionStore.open(
+                    settings.store_url,
+                    migrate=migrate,
+                    queue_max_spans=settings.queue_max_spans,
+                    queue_max_bytes=settings.queue_max_bytes,
+                )
+                running.push_async_callback(active.close, timeout=SHUTDOWN_TIMEOUT)
+            app.state.store = active
+            workers = settings.otlp_decode_workers if standalone else 0
+            if workers is None:
+                workers = default_workers()
+            pool = OtlpDecodePool(workers=workers, prices=active.prices)
+            pool.start()
+            running.push_async_callback(pool.close)
+            app.state.otlp = OtlpReceiver(
+                active,
+                pool=pool,
+                intake_max_bytes=settings.otlp_intake_max_bytes,
+                max_body_bytes=settings.max_body_bytes,
             )
-        app.state.store = active
-        app.state.decoder = decoder or OtlpDecoder(
-            active, intake_max_bytes=settings.otlp_intake_max_bytes
-        )
-        grpc_server = None
-        try:
-            if grpc and settings.otlp_grpc_port:
+            app.state.grpc_server = None
+            if standalone and settings.otlp_grpc_port:
+                # grpc is loaded only by the apps that run its receiver.
                 from .grpc_server import start_grpc_server
 
-                grpc_server = await start_grpc_server(
-                    active,
-                    host=settings.host,
-                    port=settings.otlp_grpc_port,
-                    decoder=app.state.decoder,
+                app.state.grpc_server = await start_grpc_server(
+                    app.state.otlp, host=settings.host, port=settings.otlp_grpc_port
                 )
+                running.push_async_callback(app.state.grpc_server.stop, SHUTDOWN_TIMEOUT)
             yield
-        finally:
-            if grpc_server is not None:
-                await grpc_server.stop(SHUTDOWN_TIMEOUT)
-            if store is None:
-                await active.close(timeout=SHUTDOWN_TIMEOUT)
 
     app = FastAPI(
         title="evolution-store",
@@ -93,6 +109,7 @@ def create_app(
     app.state.settings = settings
     app.state.api_keys = settings.parsed_api_keys()
     install_error_handlers(app)
+    install_openapi(app)
 
     for module in (tasks, executions, spans, rewards, stats):
         app.include_router(module.router, prefix=API_PREFIX)

@@ -1,16 +1,19 @@
-"""Run the server: REST and OTLP/HTTP from one uvicorn server on two ports, OTLP/gRPC beside
-them, all over one store.
+"""Run the server: `create_app(settings, standalone=True)` served by uvicorn on sockets bound
+here, REST and OTLP/HTTP on two ports, OTLP/gRPC beside them, all over one store.
 
     run(Settings(store_url="sqlite:///./evolution.db"))     # what `evolution-store serve` does
 
-How the two HTTP ports work: both sockets are bound here, before anything else starts, and
-handed to a single `uvicorn.Server.serve(sockets=[...])`, so one app, one lifespan and one
-store serve both. The OTLP port (4318 by default) answers only `/v1/traces` and `/healthz`,
-like a collector's; the main port answers everything, `/v1/traces` included.
+Before anything starts, every port is bound (or probed, for gRPC) and the database migrated in
+a forked child, so a taken port or an unreachable database is one line and nothing was opened.
+Then the app's lifespan starts the store, the OTLP decode workers and the gRPC receiver
+(`api/app.py`), and uvicorn serves the app on both HTTP sockets: one app, one lifespan, one
+store. The OTLP port (4318 by default) answers only `/v1/traces` and `/healthz`, like a
+collector's; the main port answers everything, `/v1/traces` included.
 
 Shutdown (SIGTERM or Ctrl+C): uvicorn stops accepting and waits for in-flight requests, whose
-spans the writer commits before they are answered; then the gRPC server stops with a grace
-period; then `store.close()` drains whatever is still queued. The process exits 0.
+spans the writer commits before they are answered; then the lifespan stops the gRPC server
+with a grace period, then the decode workers, then `store.close()` drains whatever is still
+queued. The process exits 0.
 """
 
 from __future__ import annotations
@@ -22,23 +25,22 @@ import multiprocessing
 import signal
 import socket
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from multiprocessing.connection import Connection
 from types import FrameType
 from typing import Any
 
 import uvicorn
+from fastapi import FastAPI
 from sqlalchemy.exc import SQLAlchemyError
 from starlette.types import ASGIApp, Receive, Scope, Send
 from uvicorn.loops.auto import auto_loop_factory
 
-from evolution_store import EvolutionStore
 from evolution_store.backends import backend_for, redact_url
 from evolution_store.config import Settings
+from evolution_store.db_errors import first_line
 from evolution_store.errors import EvolutionStoreError
 from evolution_store.heap import settle_heap
-from evolution_store.otlp_decoder import OtlpDecoder, default_workers
-from evolution_store.writer import first_line
 
 from .app import SHUTDOWN_TIMEOUT, create_app
 
@@ -78,56 +80,64 @@ async def serve(
     migrate: bool,
     echo: Callable[[str], None] = print,
 ) -> None:
-    """Async body of `run`, on its bound sockets: open the store, start gRPC, serve HTTP,
-    drain, close."""
-    try:
-        store = await _open_store(settings, migrate=migrate)
-    except BaseException:
-        _close(sockets)
-        raise
-    grpc_server = None
-    workers = settings.otlp_decode_workers
-    decoder = OtlpDecoder(
-        store,
-        workers=default_workers() if workers is None else workers,
-        intake_max_bytes=settings.otlp_intake_max_bytes,
+    """Async body of `run`, on its bound sockets: start the app's lifespan, serve HTTP until
+    asked to stop, drain, stop the lifespan."""
+    app = create_app(settings, standalone=True, migrate=migrate)
+    asgi: ASGIApp = app
+    if settings.otlp_http_port:
+        asgi = OtlpPortOnly(app, port=settings.otlp_http_port)
+    # The lifespan is run here, around uvicorn, not by uvicorn (`lifespan="off"`): a startup
+    # failure then is one line instead of uvicorn's traceback, and the lifespan still stops
+    # only after uvicorn has drained its requests.
+    server = _Server(
+        uvicorn.Config(
+            asgi,
+            lifespan="off",
+            access_log=False,
+            timeout_graceful_shutdown=int(SHUTDOWN_TIMEOUT),
+            log_level="info",
+        )
     )
-    # From here to the end of the drain, SIGTERM/SIGINT ask for a clean stop (a second one
-    # during the drain changes nothing) instead of killing the process.
-    with _StopSignals() as signals:
+    # From here to the end of the drain, SIGTERM/SIGINT ask for a clean stop instead of killing
+    # the process; however many come, the lifespan still commits what was accepted.
+    with _StopSignals(server):
         try:
-            decoder.start()
-            if settings.otlp_grpc_port:
-                grpc_server = await _start_grpc(store, settings, decoder)
-            app: ASGIApp = create_app(settings, store=store, decoder=decoder)
-            if settings.otlp_http_port:
-                app = OtlpPortOnly(app, port=settings.otlp_http_port)
-            config = uvicorn.Config(
-                app,
-                lifespan="on",
-                access_log=False,
-                timeout_graceful_shutdown=int(SHUTDOWN_TIMEOUT),
-                log_level="info",
-            )
-            server = _Server(config)
-            signals.attach(server)
-            backend, where = store.backend_name, redact_url(settings.store_url)
-            echo(f"evolution-store {backend} database at {where}")
-            for what, port in listeners:
-                echo(f"{what} on http://{_host_text(settings.host)}:{port}")
-            if grpc_server is not None:
-                echo(f"OTLP/gRPC on {_host_text(settings.host)}:{settings.otlp_grpc_port}")
-            if decoder.workers:
-                echo(f"OTLP bodies decoded in {decoder.workers} worker process(es)")
-            settle_heap()
-            await server.serve(sockets=sockets)
+            async with _running(app, settings):
+                _announce(app, settings, listeners, echo)
+                settle_heap()
+                await server.serve(sockets=sockets)
         finally:
             _close(sockets)
-            if grpc_server is not None:
-                await grpc_server.stop(SHUTDOWN_TIMEOUT)
-            await decoder.close()
-            await store.close(timeout=SHUTDOWN_TIMEOUT)
     echo("evolution-store stopped")
+
+
+@contextlib.asynccontextmanager
+async def _running(app: FastAPI, settings: Settings) -> AsyncIterator[None]:
+    """The app's lifespan, its startup failures turned into one-line `ServeError`s."""
+    async with contextlib.AsyncExitStack() as stack:
+        try:
+            await stack.enter_async_context(app.router.lifespan_context(app))
+        except EvolutionStoreError as exc:
+            raise ServeError(f"cannot open {redact_url(settings.store_url)}: {exc}") from exc
+        except OSError as exc:  # the gRPC port; `start_grpc_server` names it
+            raise ServeError(first_line(exc)) from exc
+        yield
+
+
+def _announce(
+    app: FastAPI, settings: Settings, listeners: list[tuple[str, int]], echo: Callable[[str], None]
+) -> None:
+    host = _host_text(settings.host)
+    echo(
+        f"evolution-store {app.state.store.backend_name} database at "
+        f"{redact_url(settings.store_url)}"
+    )
+    for what, port in listeners:
+        echo(f"{what} on http://{host}:{port}")
+    if app.state.grpc_server is not None:
+        echo(f"OTLP/gRPC on {host}:{settings.otlp_grpc_port}")
+    if app.state.otlp.pool.workers:
+        echo(f"OTLP bodies decoded in {app.state.otlp.pool.workers} worker process(es)")
 
 
 class OtlpPortOnly:
@@ -170,27 +180,19 @@ class _Server(uvicorn.Server):
 
 
 class _StopSignals:
-    """SIGINT/SIGTERM handlers for the life of `serve`: each signal asks the attached uvicorn
-    server to stop (one that arrives before a server is attached stops it as it starts). The
-    previous handlers come back on exit, and the signal is not re-raised: a clean stop exits 0.
+    """SIGINT/SIGTERM handlers for the life of `serve`: each signal asks the uvicorn server to
+    stop (one that arrives before it serves stops it as soon as it starts). The previous
+    handlers come back on exit, and the signal is not re-raised: a clean stop exits 0.
     """
 
     HANDLED = (signal.SIGINT, signal.SIGTERM)
 
-    def __init__(self) -> None:
-        self._server: uvicorn.Server | None = None
-        self._requested = False
+    def __init__(self, server: uvicorn.Server) -> None:
+        self._server = server
         self._previous: dict[int, Any] = {}
 
-    def attach(self, server: uvicorn.Server) -> None:
-        self._server = server
-        if self._requested:
-            server.should_exit = True
-
     def _handle(self, sig: int, frame: FrameType | None) -> None:
-        self._requested = True
-        if self._server is not None:
-            self._server.handle_exit(sig, frame)
+        self._server.handle_exit(sig, frame)
 
     def __enter__(self) -> _StopSignals:
         if threading.current_thread() is threading.main_thread():
@@ -234,16 +236,16 @@ def _bind(host: str, port: int, what: str) -> socket.socket:
         raise ServeError(f"cannot listen for {what} on {host}:{port}: {reason}") from exc
     # create_server leaves proto 0, and asyncio sets TCP_NODELAY only on accepted sockets whose
     # proto is IPPROTO_TCP (which they inherit from this one). Without it, Nagle + delayed ACK
-    # add ~40 ms to every request after the first on a kept-alive connection.
+    # hold every request after the first on a kept-alive connection until the ACK timer fires.
     return socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP, fileno=sock.detach())
 
 
 def migrate_in_child(url: str) -> bool:
     """Migrate the database at `url` in a forked child process; True once it is at the latest
-    schema. The server then never imports Alembic and the migration scripts: ~10 MB of its
-    resident memory, held for its whole life, for a moment's work. Raises `ServeError` when
-    the migration fails. False when it cannot be done apart (no fork on this platform, or an
-    in-memory database, which a child would not share): the store migrates as it opens.
+    schema. The server then never imports Alembic and the migration scripts, whose memory it
+    would hold for its whole life for a moment's work. Raises `ServeError` when the migration
+    fails. False when it cannot be done apart (no fork on this platform, or an in-memory
+    database, which a child would not share): the store migrates as it opens.
 
     Call it before any thread or event loop exists: a fork copies only the calling thread."""
     try:
@@ -280,33 +282,6 @@ def _migrate(url: str, answer: Connection) -> None:
         answer.send(first_line(exc))
     else:
         answer.send(None)
-
-
-async def _open_store(settings: Settings, *, migrate: bool) -> EvolutionStore:
-    try:
-        return await EvolutionStore.open(
-            settings.store_url,
-            migrate=migrate,
-            queue_max_spans=settings.queue_max_spans,
-            queue_max_bytes=settings.queue_max_bytes,
-        )
-    except (EvolutionStoreError, OSError) as exc:
-        raise ServeError(f"cannot open {redact_url(settings.store_url)}: {exc}") from exc
-
-
-async def _start_grpc(store: EvolutionStore, settings: Settings, decoder: OtlpDecoder) -> Any:
-    from .grpc_server import start_grpc_server
-
-    try:
-        return await start_grpc_server(
-            store, host=settings.host, port=settings.otlp_grpc_port, decoder=decoder
-        )
-    except (RuntimeError, OSError) as exc:
-        message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        if not message.startswith("cannot listen"):
-            where = f"{settings.host}:{settings.otlp_grpc_port}"
-            message = f"cannot listen for OTLP/gRPC on {where}: {message}"
-        raise ServeError(message) from exc
 
 
 def _local_port(scope: Scope) -> int | None:

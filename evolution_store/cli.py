@@ -116,9 +116,9 @@ def upgrade(store_url: str | None) -> None:
     from sqlalchemy.exc import SQLAlchemyError
 
     from .backends import redact_url
+    from .db_errors import first_line
     from .errors import EvolutionStoreError
     from .migrate import upgrade as upgrade_database
-    from .writer import first_line
 
     settings = _settings(store_url=store_url)
     shown = redact_url(settings.store_url)

@@ -1,12 +1,13 @@
 """A bound on the bytes of OTLP requests the server holds at once.
 
 A request holds its share from the first byte read until it is answered: its body while it is
-read and decoded, then its prepared rows (~2.5x the body in memory) while they wait for the
-writer. The writer's queue bounds only the second half, and loosely (its byte count is the
-bodies' size), so without this the server's memory grew with the number of clients sending at
-once: 32 connections of 512-span requests took the server ~65 MB more than 8.
+read and decoded, then its prepared rows (larger than the body) while they wait for the writer.
+The writer's queue bounds only the second half, and loosely (its byte count is the bodies'
+size), so without this the server's memory would grow with the number of clients sending at
+once (bench/README.md has the measurements).
 
-A request that would pass the budget is refused with `Overloaded` (OTLP/HTTP 503 +
+The OTLP receiver (`api/otlp_receiver.py`) admits requests, so it owns the budget, shared by
+OTLP/HTTP and gRPC. A request that would pass it is refused with `Overloaded` (OTLP/HTTP 503 +
 Retry-After, gRPC UNAVAILABLE + RetryInfo) before more of its body is read. As with the
 writer's queue, one request larger than the whole budget still goes in while nothing else is
 held, or it could never be stored.
@@ -26,7 +27,7 @@ from collections.abc import Iterator
 
 from .errors import Overloaded
 
-#: default budget: ~40 requests of 512 agent spans (~0.75 MB each) in flight
+#: default budget: room for a few dozen exports of a typical SDK batch (512 spans) in flight
 DEFAULT_INTAKE_MAX_BYTES = 32 * 1024 * 1024
 
 #: seconds a refused client should wait: about the time the server takes to answer a budget's

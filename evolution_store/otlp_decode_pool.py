@@ -13,8 +13,9 @@ Usage::
 
     pool = OtlpDecodePool(workers=1, prices=store.prices)
     pool.start()
+    # raises InvalidInput for an undecodable body
     export = await pool.decode(body, json=False, indexed_keys=store.indexed_keys, in_worker=True)
-    await store.ingest_prepared(export.batch, size_bytes=len(body))   # raises InvalidInput
+    await store.ingest_prepared(export.batch, size_bytes=len(body))
     await pool.close()
 
 A worker that dies (killed, out of memory) costs nothing but time: the body it was decoding is

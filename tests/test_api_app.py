@@ -1,9 +1,12 @@
 """`create_app`: the lifespan owns the store when none is handed in, OpenAPI ids are stable,
-store errors map to status codes in one table, and gRPC can run inside the lifespan."""
+store errors map to status codes in one table, and a standalone app (what `serve` runs) starts
+gRPC and the decode workers in its lifespan and stops them in order."""
 
 from __future__ import annotations
 
 import asyncio
+import multiprocessing
+import socket
 
 import httpx
 import pytest
@@ -96,27 +99,60 @@ async def test_error_table(error, status, retry_after):
         assert "bug" not in response.text  # internals stay in the log
 
 
-async def test_grpc_runs_inside_the_lifespan_when_asked(store):
-    pytest.importorskip("api.grpc_server")
+def _export_over_grpc(port: int, name: str) -> str:
+    """One span through the real OTel gRPC exporter; its trace id. The exporter blocks until
+    answered and the server runs on the test's loop: call it from a worker thread."""
     from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
     from opentelemetry.sdk.trace import TracerProvider
     from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 
+    exporter = OTLPSpanExporter(endpoint=f"127.0.0.1:{port}", insecure=True)
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    with provider.get_tracer("t").start_as_current_span(name) as span:
+        trace = format(span.get_span_context().trace_id, "032x")
+    provider.shutdown()
+    return trace
+
+
+async def test_a_standalone_app_runs_grpc_inside_its_lifespan(store):
     (port,) = free_ports(1)
-    app = create_app(Settings(otlp_grpc_port=port, api_keys=""), store=store, grpc=True)
-
-    def export_one() -> str:
-        # The exporter blocks until answered, and the server runs on this test's loop: export
-        # from a worker thread.
-        exporter = OTLPSpanExporter(endpoint=f"127.0.0.1:{port}", insecure=True)
-        provider = TracerProvider()
-        provider.add_span_processor(SimpleSpanProcessor(exporter))
-        with provider.get_tracer("t").start_as_current_span("in-lifespan") as span:
-            trace = format(span.get_span_context().trace_id, "032x")
-        provider.shutdown()
-        return trace
-
+    settings = Settings(otlp_grpc_port=port, otlp_decode_workers=0, api_keys="")
+    app = create_app(settings, store=store, standalone=True)
     async with app.router.lifespan_context(app):
-        trace = await asyncio.to_thread(export_one)
+        trace = await asyncio.to_thread(_export_over_grpc, port, "in-lifespan")
         page = await store.list_spans(SpanQuery(trace_id=trace))
         assert [item["name"] for item in page.items] == ["in-lifespan"]
+
+
+async def test_a_standalone_app_stops_what_its_lifespan_started(store_url):
+    """gRPC, the decode workers and its own store: all started by the lifespan, all stopped
+    when it ends, and what was acknowledged is committed."""
+    (port,) = free_ports(1)
+    before = {child.pid for child in multiprocessing.active_children()}
+    settings = Settings(
+        store_url=store_url, otlp_grpc_port=port, otlp_decode_workers=1, api_keys=""
+    )
+    app = create_app(settings, standalone=True)
+    async with app.router.lifespan_context(app):
+        assert app.state.otlp.pool.workers == 1
+        workers = [c for c in multiprocessing.active_children() if c.pid not in before]
+        assert len(workers) == 1
+        trace = await asyncio.to_thread(_export_over_grpc, port, "standalone")
+    assert not workers[0].is_alive()
+    with socket.create_server(("127.0.0.1", port)):  # the gRPC port is free again
+        pass
+    store = await EvolutionStore.open(store_url)
+    try:
+        page = await store.list_spans(SpanQuery(trace_id=trace))
+        assert [item["name"] for item in page.items] == ["standalone"]
+    finally:
+        await store.close()
+
+
+async def test_an_app_that_is_not_standalone_decodes_on_its_loop_and_opens_no_port(store):
+    settings = Settings(otlp_grpc_port=free_ports(1)[0], otlp_decode_workers=2, api_keys="")
+    app = create_app(settings, store=store)
+    async with app.router.lifespan_context(app):
+        assert app.state.otlp.pool.workers == 0
+        assert app.state.grpc_server is None

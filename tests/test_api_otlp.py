@@ -9,6 +9,7 @@ import asyncio
 import copy
 import gzip
 import json
+import os
 import random
 import zlib
 from collections.abc import AsyncIterator, Callable, Iterator
@@ -33,10 +34,11 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import Link, format_span_id, format_trace_id
 
+from api import otlp_receiver
+from api.otlp_receiver import OtlpReceiver, Refused, Stored
 from api.routers.otlp import router
-from evolution_store.config import Settings
 from evolution_store.errors import Overloaded, StorageError
-from evolution_store.otlp_decoder import OtlpDecoder
+from evolution_store.otlp_decode_pool import OtlpDecodePool
 from evolution_store.queries import SpanQuery
 
 PB = {"content-type": "application/x-protobuf"}
@@ -395,9 +397,7 @@ async def test_write_key_is_needed_when_auth_is_on(make_client: Callable[..., An
 def _app_with(store: Any) -> httpx.AsyncClient:
     app = FastAPI()
     app.include_router(router)
-    app.state.store = store
-    app.state.decoder = OtlpDecoder(store)
-    app.state.settings = Settings()
+    app.state.otlp = OtlpReceiver(store)
     return httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://test")
 
 
@@ -545,6 +545,71 @@ async def test_rewards_from_every_carrier_are_stored_and_resolved(
     assert response.status_code == 200
     assert len((await store.list_rewards()).items) == 4
     assert len(await stored(store, trace_of(spans))) == len(spans)
+
+
+# -------------------------------------------------- where a body is decoded (OtlpReceiver)
+
+
+class _RecordingPool:
+    """The real decode pool, noting for each body whether it went to a worker, which process
+    decoded it, and whether the writer had been told a write was on its way."""
+
+    def __init__(self, pool: OtlpDecodePool, store: Any) -> None:
+        self.pool = pool
+        self.store = store
+        self.calls: list[tuple[bool, bool, bool]] = []  # (in_worker, in this process, announced)
+
+    @property
+    def workers(self) -> int:
+        return self.pool.workers
+
+    async def decode(self, body: bytes, **options: Any) -> Any:
+        announced = not self.store.writer.idle
+        export = await self.pool.decode(body, **options)
+        self.calls.append((options["in_worker"], export.decoded_by == os.getpid(), announced))
+        return export
+
+
+async def test_a_body_alone_is_decoded_on_the_loop_others_in_a_worker(
+    store: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    pool = OtlpDecodePool(workers=1, prices=store.prices)
+    pool.start()
+    recording = _RecordingPool(pool, store)
+    receiver = OtlpReceiver(store, pool=recording)  # type: ignore[arg-type]
+
+    async def receive(spans: list[ReadableSpan]) -> Any:
+        with receiver.intake.hold() as hold:
+            body = protobuf_request(spans).SerializeToString()
+            return await receiver.receive(body, json=False, hold=hold)
+
+    try:
+        alone, beside, large = finished_spans(2), finished_spans(3), finished_spans(4)
+        assert isinstance(await receive(alone), Stored)
+        with receiver.intake.hold():  # another OTLP request in flight
+            assert isinstance(await receive(beside), Stored)
+        monkeypatch.setattr(otlp_receiver, "ALONE_MAX_BYTES", 10)
+        assert isinstance(await receive(large), Stored)
+    finally:
+        await pool.close()
+    assert recording.calls == [
+        (False, True, False),  # alone: on the loop, the writer not told
+        (True, False, True),  # in a worker, announced to the writer meanwhile
+        (True, False, True),  # larger than worth decoding on the loop
+    ]
+    for spans in (alone, beside, large):
+        assert len(await stored(store, trace_of(spans))) == len(spans)
+
+
+async def test_a_receiver_without_a_pool_decodes_on_the_loop_and_never_asks_the_writer() -> None:
+    # FailingStore has no writer: asking it would raise.
+    receiver = OtlpReceiver(FailingStore(StorageError("down", retry_after=7)))
+    body = protobuf_request(finished_spans(1)).SerializeToString()
+    with receiver.intake.hold() as hold:
+        outcome = await receiver.receive(body, json=False, hold=hold)
+        assert hold.size == len(body)
+    assert outcome == Refused("unavailable", "storage unavailable", 7)
+    assert receiver.intake.held == 0
 
 
 # --------------------------------------------------------------- the real OTel HTTP exporter

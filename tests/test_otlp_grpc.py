@@ -1,7 +1,7 @@
 """The OTLP/gRPC receiver (api/grpc_server.py) in-process over a real store, on SQLite and
 Postgres: OK after commit, gzip, idempotent retries, partial success, INVALID_ARGUMENT for
-undecodable requests, UNAVAILABLE + RetryInfo on overload, the message cap, carried rewards, and
-the real OTel gRPC exporter."""
+undecodable requests, UNAVAILABLE + RetryInfo on overload, the message cap (which follows
+`EVOLUTION_MAX_BODY_BYTES`), carried rewards, and the real OTel gRPC exporter."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ from typing import Any
 
 import grpc
 import pytest
+from conftest import free_ports
 from factories import FailingStore
 from google.rpc import code_pb2, error_details_pb2, status_pb2
 from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
@@ -25,9 +26,11 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import format_span_id, format_trace_id
 
+from api.app import create_app
 from api.grpc_server import SERVICE_NAME, start_grpc_server
+from api.otlp_receiver import OtlpReceiver
+from evolution_store.config import Settings
 from evolution_store.errors import Overloaded, StorageError
-from evolution_store.otlp_decoder import OtlpDecoder
 from evolution_store.queries import SpanQuery
 
 Target = Callable[..., Awaitable[str]]
@@ -55,11 +58,13 @@ async def stored(store: Any, trace_id: str) -> list[dict[str, Any]]:
 
 @pytest.fixture
 async def serve() -> AsyncIterator[Target]:
-    """`target = await serve(store, **options)`: a receiver on a free loopback port."""
+    """`target = await serve(store_or_receiver, **options)`: a receiver on a free loopback
+    port; `options` go to `OtlpReceiver` when given a store."""
     servers: list[grpc.aio.Server] = []
 
     async def start(store: Any, **options: Any) -> str:
-        server = await start_grpc_server(store, host="127.0.0.1", port=0, **options)
+        receiver = store if isinstance(store, OtlpReceiver) else OtlpReceiver(store, **options)
+        server = await start_grpc_server(receiver, host="127.0.0.1", port=0)
         servers.append(server)
         return f"127.0.0.1:{server.bound_port}"
 
@@ -117,12 +122,31 @@ async def test_undecodable_request_is_invalid_argument(serve: Target, store: Any
 
 
 async def test_message_cap_applies_after_decompression(serve: Target, store: Any) -> None:
-    target = await serve(store, max_message_bytes=64 * 1024)
+    target = await serve(store, max_body_bytes=64 * 1024)
     spans = finished_spans(2, padding="x" * 256 * 1024)  # compresses to almost nothing
     with pytest.raises(grpc.aio.AioRpcError) as caught:
         await export(target, encode_spans(spans), compression=grpc.Compression.Gzip)
     assert caught.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
     assert await stored(store, trace_of(spans)) == []
+
+
+async def test_the_message_cap_follows_max_body_bytes(store: Any) -> None:
+    """`EVOLUTION_MAX_BODY_BYTES` caps gRPC messages as it caps OTLP/HTTP bodies: the gRPC
+    receiver the app's lifespan runs refuses a message over it and stores one under it."""
+    (port,) = free_ports(1)
+    settings = Settings(
+        api_keys="", otlp_grpc_port=port, otlp_decode_workers=0, max_body_bytes=16 * 1024
+    )
+    app = create_app(settings, store=store, standalone=True)
+    small, large = finished_spans(2), finished_spans(2, padding="x" * 32 * 1024)
+    assert encode_spans(small).ByteSize() < 16 * 1024 < encode_spans(large).ByteSize()
+    async with app.router.lifespan_context(app):
+        with pytest.raises(grpc.aio.AioRpcError) as caught:
+            await export(f"127.0.0.1:{port}", encode_spans(large))
+        assert caught.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+        await export(f"127.0.0.1:{port}", encode_spans(small))
+    assert await stored(store, trace_of(large)) == []
+    assert len(await stored(store, trace_of(small))) == 2
 
 
 async def test_overload_is_unavailable_with_retry_info(serve: Target) -> None:
@@ -141,10 +165,10 @@ async def test_overload_is_unavailable_with_retry_info(serve: Target) -> None:
 
 
 async def test_past_the_intake_budget_is_unavailable_then_stored(serve: Target, store: Any) -> None:
-    decoder = OtlpDecoder(store, intake_max_bytes=100)
-    target = await serve(store, decoder=decoder)
+    receiver = OtlpReceiver(store, intake_max_bytes=100)
+    target = await serve(receiver)
     spans = finished_spans(3)
-    with decoder.intake.hold() as other_request:  # the budget is taken
+    with receiver.intake.hold() as other_request:  # the budget is taken
         other_request.add(100)
         with pytest.raises(grpc.aio.AioRpcError) as caught:
             await export(target, encode_spans(spans))
@@ -155,7 +179,7 @@ async def test_past_the_intake_budget_is_unavailable_then_stored(serve: Target, 
     assert await stored(store, trace_of(spans)) == []
     await export(target, encode_spans(spans))  # room again: the retry is stored
     assert len(await stored(store, trace_of(spans))) == 3
-    assert decoder.intake.held == 0
+    assert receiver.intake.held == 0
 
 
 @pytest.mark.parametrize("error", [StorageError("disk on fire"), RuntimeError("bug")])

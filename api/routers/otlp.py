@@ -1,23 +1,23 @@
 """OTLP/HTTP trace receiver: `POST /v1/traces` (protobuf or JSON; gzip, deflate or neither).
 
-The answers follow the OTLP spec (OTLP_NOTES "Transport") so that every OTel exporter's retry
-logic does the right thing:
+This module reads the body (decompressing it under the cap, each byte held in the intake
+budget) and turns the `ExportOutcome` of `OtlpReceiver.receive` (`api/otlp_receiver.py`, shared
+with gRPC) into an HTTP answer, as the OTLP spec asks (OTLP_NOTES "Transport") so that every
+OTel exporter's retry logic does the right thing:
 
     200  stored and committed; `partial_success` names rejected spans (or carries warnings)
     400  undecodable body, bad gzip or deflate   (google.rpc.Status; clients do not retry)
     413  body over `max_body_bytes` *after* decompression
     415  unknown Content-Type or Content-Encoding
-    503  write queue full (Retry-After) or database unavailable (clients retry)
+    503  intake budget or write queue full, or database unavailable (Retry-After; clients retry)
 
-Error bodies are a `google.rpc.Status` in the request's encoding. A 200 is sent only after
-`store.ingest_prepared` returned, i.e. after the transaction holding the spans committed; no
-background tasks. Bodies are decoded by the app's `OtlpDecoder` (in worker processes under
-`evolution-store serve`). Nothing a client sends produces a 500.
+Error bodies are a `google.rpc.Status` in the request's encoding. A 200 is sent only after the
+transaction holding the spans committed; no background tasks. Nothing a client sends produces
+a 500.
 """
 
 from __future__ import annotations
 
-import logging
 import math
 import zlib
 from typing import Any
@@ -26,14 +26,11 @@ from fastapi import APIRouter, Request, Response
 from google.protobuf import json_format
 from google.protobuf.duration_pb2 import Duration
 from google.rpc import code_pb2, error_details_pb2, status_pb2
-from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceResponse
 
-from evolution_store.errors import EvolutionStoreError, InvalidInput, Overloaded, StorageError
+from evolution_store.errors import Overloaded
 from evolution_store.intake import Hold
-from evolution_store.otlp import DecodedRequest
-from evolution_store.otlp_decoder import PreparedRequest
 
-logger = logging.getLogger("evolution_store.api.otlp")
+from ..otlp_receiver import ExportOutcome, OtlpReceiver, Refused, Stored
 
 router = APIRouter(tags=["otlp"])
 
@@ -48,9 +45,11 @@ _ENCODINGS: dict[str, str | None] = {
     "x-gzip": "gzip",
     "deflate": "deflate",
 }
-DEFAULT_MAX_BODY_BYTES = 64 * 1024 * 1024
-#: seconds a client should wait after a StorageError (the database may be restarting)
-STORAGE_RETRY_AFTER = 5
+#: a refusal's kind → (HTTP status, google.rpc code of the Status body)
+_REFUSALS = {
+    "invalid": (400, code_pb2.INVALID_ARGUMENT),
+    "unavailable": (503, code_pb2.UNAVAILABLE),
+}
 
 
 class _BodyError(Exception):
@@ -106,75 +105,35 @@ async def export_traces(request: Request) -> Response:
             "unsupported Content-Encoding; use gzip, deflate or none",
             media,
         )
-    settings = getattr(request.app.state, "settings", None)
-    cap = getattr(settings, "max_body_bytes", None) or DEFAULT_MAX_BODY_BYTES
+    receiver: OtlpReceiver = request.app.state.otlp
     # The request's bytes count against the intake budget until it is answered.
-    with request.app.state.decoder.intake.hold() as hold:
-        return await _receive(request, media, _ENCODINGS[encoding], cap=cap, hold=hold)
-
-
-async def _receive(
-    request: Request, media: str, compression: str | None, *, cap: int, hold: Hold
-) -> Response:
-    """Read, decode and store one export; the answer."""
-    try:
-        body = await _read_body(request, compression, cap=cap, hold=hold)
-    except _BodyError as exc:
-        return _status_response(exc.status_code, exc.grpc_code, str(exc), media)
-    except Overloaded as exc:  # past the intake budget
-        return _status_response(
-            503, code_pb2.UNAVAILABLE, str(exc), media, retry_after=exc.retry_after
-        )
-    try:
-        prepared = await request.app.state.decoder.decode(body, json=media == JSON)
-    except InvalidInput as exc:
-        return _status_response(400, code_pb2.INVALID_ARGUMENT, str(exc), media)
-    except Exception:
-        # A decoder bug must not become a 500 (or a retry loop): the body is what failed.
-        logger.exception("OTLP decode failed unexpectedly")
-        return _status_response(400, code_pb2.INVALID_ARGUMENT, "body could not be decoded", media)
-
-    # The body is not needed past decoding: let it go before waiting for the commit, or every
-    # request queued for the writer holds its body beside its prepared rows.
-    size = len(body)
-    del body
-    if prepared.spans or prepared.decoded.rewards:
-        failure = await _ingest(request, prepared, size, media)
-        if failure is not None:
-            return failure
-    return _success(prepared.decoded, media)
+    with receiver.intake.hold() as hold:
+        try:
+            body = await _read_body(
+                request, _ENCODINGS[encoding], cap=receiver.max_body_bytes, hold=hold
+            )
+        except _BodyError as exc:
+            return _status_response(exc.status_code, exc.grpc_code, str(exc), media)
+        except Overloaded as exc:  # past the intake budget
+            return _answer(Refused.overloaded(exc), media)
+        # Only the receiver keeps the body from here: it lets it go once decoded, before the
+        # wait for the commit.
+        receiving = receiver.receive(body, json=media == JSON, hold=hold)
+        del body
+        return _answer(await receiving, media)
 
 
 def _media_type(content_type: str) -> str | None:
     return _MEDIA_TYPES.get(content_type.split(";", 1)[0].strip().lower())
 
 
-async def _ingest(
-    request: Request, prepared: PreparedRequest, size: int, media: str
-) -> Response | None:
-    """Hand the batch to the writer; None once committed, else the error answer."""
-    store = request.app.state.store
-    try:
-        await store.ingest_prepared(prepared.spans, prepared.decoded.rewards, size_bytes=size)
-    except Overloaded as exc:
-        return _status_response(
-            503, code_pb2.UNAVAILABLE, str(exc) or "overloaded", media, retry_after=exc.retry_after
-        )
-    except StorageError as exc:
-        logger.warning("OTLP ingest: storage error: %s", exc)
-        return _status_response(
-            503,
-            code_pb2.UNAVAILABLE,
-            "storage unavailable",
-            media,
-            retry_after=STORAGE_RETRY_AFTER,
-        )
-    except EvolutionStoreError as exc:
-        return _status_response(400, code_pb2.INVALID_ARGUMENT, str(exc), media)
-    except Exception:
-        logger.exception("OTLP ingest failed unexpectedly")
-        return _status_response(503, code_pb2.UNAVAILABLE, "ingest failed; retry later", media)
-    return None
+def _answer(outcome: ExportOutcome, media: str) -> Response:
+    if isinstance(outcome, Stored):
+        return _message_response(200, outcome.response, media)
+    status_code, grpc_code = _REFUSALS[outcome.kind]
+    return _status_response(
+        status_code, grpc_code, outcome.message, media, retry_after=outcome.retry_after
+    )
 
 
 async def _read_body(request: Request, compression: str | None, *, cap: int, hold: Hold) -> bytes:
@@ -288,16 +247,6 @@ class _Inflater:
 def _is_zlib_header(head: bytes) -> bool:
     # RFC 1950: compression method 8 (deflate) and a header whose two bytes are a multiple of 31
     return len(head) >= 2 and head[0] & 0x0F == 8 and (head[0] << 8 | head[1]) % 31 == 0
-
-
-def _success(decoded: DecodedRequest, media: str) -> Response:
-    response = ExportTraceServiceResponse()
-    # Rejected spans, or warnings (e.g. a reward carrier that could not be read): the spec
-    # allows `rejected_spans = 0` with a message for warnings.
-    if decoded.rejected or decoded.errors:
-        response.partial_success.rejected_spans = decoded.rejected
-        response.partial_success.error_message = decoded.error_message
-    return _message_response(200, response, media)
 
 
 def _status_response(
