@@ -5,9 +5,11 @@ the body-size guard raises `BodyTooLarge`. Each becomes one JSON shape:
 
     {"detail": "task 'x' not found", "type": "not_found", "field": null}
 
-Validation answers add `errors: [{field, in, message, type}]`. Input problems are always 4xx;
-overload and storage failures are 503 with `Retry-After`. A 500 only ever means a bug in this
-server, never something the client sent.
+Validation answers add `errors: [{field, in, message, type}]`; a body that is not declared as
+JSON is a 415, and a 405 names in `Allow` every method of the path. Input problems are always
+4xx; overload and storage failures are 503 with `Retry-After`. A 500 only ever means a bug in
+this server, never something the client sent. `ErrorBody` is the shape, for the OpenAPI
+(`api/openapi.py` publishes it in place of FastAPI's own).
 """
 
 from __future__ import annotations
@@ -19,8 +21,9 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from pydantic import ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Match
 
 from evolution_store.errors import (
     Conflict,
@@ -56,9 +59,6 @@ _TYPE_BY_STATUS = {
     503: "unavailable",
 }
 
-#: seconds a client should wait after a StorageError (the database may be restarting).
-STORAGE_RETRY_AFTER = 5
-
 
 class BodyTooLarge(Exception):
     """The request body passed `Settings.max_body_bytes` (raised while it is being read)."""
@@ -66,6 +66,28 @@ class BodyTooLarge(Exception):
     def __init__(self, limit: int) -> None:
         super().__init__(f"request body is larger than {limit} bytes")
         self.limit = limit
+
+
+class ErrorItem(BaseModel):
+    """One invalid input of a 422: where it was (`in`: body, query, path or header) and why."""
+
+    model_config = ConfigDict(populate_by_name=True)
+
+    field: str | None = Field(description="Dotted path of the input, e.g. `spans.1.trace_id`")
+    in_: str = Field(alias="in", description="`body`, `query`, `path` or `header`")
+    message: str
+    type: str = Field(description="pydantic's error type, e.g. `missing`, `string_too_long`")
+
+
+class ErrorBody(BaseModel):
+    """Every error answer of the REST API (OTLP's `/v1/traces` answers `google.rpc.Status`)."""
+
+    detail: str = Field(description="What went wrong, for a person")
+    type: str = Field(description="Stable kind, e.g. `not_found`, `invalid_input`, `overloaded`")
+    field: str | None = Field(default=None, description="The input at fault, when there is one")
+    errors: list[ErrorItem] | None = Field(
+        default=None, description="422 only: every invalid input, the first one first"
+    )
 
 
 def error_body(detail: str, kind: str, *, field: str | None = None, **extra: Any) -> dict:
@@ -79,10 +101,9 @@ def _retry_after(seconds: float) -> str:
 async def _store_error(_request: Request, exc: Exception) -> JSONResponse:
     status, kind = next((code, name) for cls, code, name in STATUS_BY_ERROR if isinstance(exc, cls))
     headers: dict[str, str] = {}
-    if isinstance(exc, Overloaded):
+    if isinstance(exc, Overloaded | StorageError):
         headers["Retry-After"] = _retry_after(exc.retry_after)
-    elif isinstance(exc, StorageError):
-        headers["Retry-After"] = str(STORAGE_RETRY_AFTER)
+    if isinstance(exc, StorageError):
         # The message may carry driver detail; log it whole, answer briefly.
         logger.warning("storage error: %s", exc, exc_info=exc.__cause__ is not None)
     field = getattr(exc, "field", None)
@@ -127,8 +148,18 @@ def _validation_response(errors: list[dict[str, Any]]) -> JSONResponse:
     )
 
 
-async def _request_validation_error(_request: Request, exc: Exception) -> JSONResponse:
+async def _request_validation_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, RequestValidationError)
+    if isinstance(exc.body, bytes | bytearray) and exc.body:
+        # FastAPI decodes a body as JSON only when it is declared as JSON, and otherwise hands
+        # the model the raw bytes: the fault is the content type, not a field.
+        media = request.headers.get("content-type", "").split(";")[0].strip()
+        detail = (
+            f"send the body as application/json, not {media}"
+            if media
+            else "send the body with Content-Type: application/json"
+        )
+        return JSONResponse(error_body(detail, "unsupported_media_type"), status_code=415)
     return _validation_response(list(exc.errors()))
 
 
@@ -137,11 +168,32 @@ async def _pydantic_validation_error(_request: Request, exc: Exception) -> JSONR
     return _validation_response(list(exc.errors(include_url=False, include_input=False)))
 
 
-async def _http_error(_request: Request, exc: Exception) -> JSONResponse:
+_METHODS = ("DELETE", "GET", "HEAD", "OPTIONS", "PATCH", "POST", "PUT")
+
+
+def _allowed_methods(request: Request) -> str:
+    """Every method some route of this path takes. Starlette's 405 names only the methods of
+    the first route whose path matched, and a path such as `/api/v1/tasks` has one route per
+    method. Each method is asked of the routes themselves, so routers nested by
+    `include_router` answer too."""
+    routes = request.app.router.routes
+    return ", ".join(
+        method
+        for method in _METHODS
+        if any(
+            route.matches({**request.scope, "method": method})[0] is Match.FULL for route in routes
+        )
+    )
+
+
+async def _http_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, StarletteHTTPException)
     kind = _TYPE_BY_STATUS.get(exc.status_code, "error")
     detail = exc.detail if isinstance(exc.detail, str) else kind
-    return JSONResponse(error_body(detail, kind), status_code=exc.status_code, headers=exc.headers)
+    headers = dict(exc.headers or {})
+    if exc.status_code == 405 and (allowed := _allowed_methods(request)):
+        headers["Allow"] = allowed
+    return JSONResponse(error_body(detail, kind), status_code=exc.status_code, headers=headers)
 
 
 async def _body_too_large(_request: Request, exc: Exception) -> JSONResponse:

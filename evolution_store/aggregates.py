@@ -17,6 +17,7 @@ from .errors import InvalidInput
 from .queries import RewardQuery, reward_filters
 from .rows import iso
 from .schema import executions, reward_links, reward_span_tags, reward_tags, rewards, spans
+from .sql import json_member_text
 
 # Two-sided 95 % Student t quantiles for 1..30 degrees of freedom; beyond, the normal 1.96.
 _T95 = (
@@ -43,12 +44,6 @@ def describe(count: int, total: float, squares: float) -> dict[str, Any]:
     stdev = math.sqrt(variance)
     half = t95(count - 1) * stdev / math.sqrt(count)
     return {"count": count, "mean": mean, "stdev": stdev, "ci95": [mean - half, mean + half]}
-
-
-def _json_text(conn: AsyncConnection, column: sa.ColumnElement[Any], key: str) -> Any:
-    if conn.dialect.name == "postgresql":
-        return sa.cast(column, sa.dialects.postgresql.JSONB).op("->>")(key)
-    return sa.cast(sa.func.json_extract(column, '$."' + key.replace('"', '\\"') + '"'), sa.Text)
 
 
 def _grouped_pairs(
@@ -80,7 +75,7 @@ def _grouped_pairs(
         return own.union(on_spans)  # type: ignore[return-value]
     if group_by.startswith("config:") and len(group_by) > len("config:"):
         key = group_by.removeprefix("config:")
-        value = _json_text(conn, executions.c.config, key).label("key")
+        value = json_member_text(conn.dialect.name, executions.c.config, key).label("key")
         targeted = (
             sa.select(value, *base)
             .select_from(
@@ -175,6 +170,7 @@ async def agent_stats(
             )
         )
     ).one()
+
     def ms(fraction: float) -> float | None:
         value = percentile(durations, fraction)
         return None if value is None else value / 1e6

@@ -11,6 +11,7 @@ from __future__ import annotations
 import re
 import time
 import uuid
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Annotated, Any, Literal
 
@@ -142,9 +143,19 @@ class _Strict(BaseModel):
 
 
 def _tag_list(value: Any) -> list[str]:
+    """Tags as a list of distinct strings; one string alone is one tag.
+
+    A mapping is refused rather than read as its keys, and a number or bool rather than let
+    `list()` raise a TypeError that pydantic would not turn into a validation error.
+    """
     if value is None:
         return []
-    tags = [value] if isinstance(value, str) else list(value)
+    if isinstance(value, str):
+        tags = [value]
+    elif isinstance(value, Iterable) and not isinstance(value, Mapping | bytes | bytearray):
+        tags = list(value)
+    else:
+        raise ValueError("tags must be a list of strings")
     for tag in tags:
         if not isinstance(tag, str) or not tag or len(tag) > 200:
             raise ValueError("tags must be non-empty strings of at most 200 characters")

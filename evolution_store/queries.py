@@ -34,6 +34,7 @@ from .schema import (
     tasks,
 )
 from .span_rows import attribute_digest
+from .sql import json_member_text
 
 
 @dataclass
@@ -190,17 +191,7 @@ def attribute_equals(
     index; others fall back to a JSON scan (say so in the docs: index keys you filter on)."""
     if key in indexed:
         return spans.c.pk.in_(digest_matches(attribute_digest(key, value)))
-    if conn.dialect.name == "postgresql":
-        extracted = sa.cast(spans.c.attributes, sa.dialects.postgresql.JSONB).op("->>")(key)
-        return extracted == value
-    path = '$."' + key.replace('"', '\\"') + '"'
-    kind = sa.func.json_type(spans.c.attributes, path)
-    text = sa.case(
-        (kind == "true", "true"),
-        (kind == "false", "false"),
-        else_=sa.cast(sa.func.json_extract(spans.c.attributes, path), sa.Text),
-    )
-    return text == value
+    return json_member_text(conn.dialect.name, spans.c.attributes, key) == value
 
 
 async def _indexed(conn: AsyncConnection) -> set[str]:

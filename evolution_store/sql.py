@@ -1,4 +1,5 @@
-"""SQL helpers the writes share: lookups by a list of keys, in chunks, one round trip each.
+"""SQL helpers shared by writes and reads: lookups by a list of keys, in chunks, one round
+trip each; the text of a JSON member on either backend.
 
 A leaf: it knows statements and the backend's `fetch_all`, nothing of spans or rewards.
 """
@@ -10,6 +11,7 @@ from collections.abc import Callable
 from typing import Any
 
 import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from .backends import in_param, in_value
@@ -19,8 +21,24 @@ from .group_commit import WriteContext
 IN_CHUNK = 50_000
 
 
-def in_chunks(values: list[Any], size: int = IN_CHUNK) -> list[list[Any]]:
+def in_chunks(values: list[Any], size: int | None = None) -> list[list[Any]]:
+    size = size or IN_CHUNK
     return [values[i : i + size] for i in range(0, len(values), size)]
+
+
+def json_member_text(dialect: str, column: sa.ColumnElement[Any], key: str) -> Any:
+    """The text of a top-level member of a JSON text column, the same on both backends:
+    strings as they are, numbers as written, booleans `true`/`false` (SQLite's `json_extract`
+    alone gives 1/0 for booleans), NULL when missing."""
+    if dialect == "postgresql":
+        return sa.cast(column, postgresql.JSONB).op("->>")(key)
+    path = '$."' + key.replace('"', '\\"') + '"'
+    kind = sa.func.json_type(column, path)
+    return sa.case(
+        (kind == "true", "true"),
+        (kind == "false", "false"),
+        else_=sa.cast(sa.func.json_extract(column, path), sa.Text),
+    )
 
 
 async def run_in(

@@ -19,6 +19,7 @@ from .models import (
     TaskIn,
     new_id,
 )
+from .promote import unique_tags
 from .queries import find_span
 from .schema import (
     executions,
@@ -179,6 +180,7 @@ async def add_span_tags(
     trace_id: str | None = None,
 ) -> tuple[str, str]:
     """Add tags to a stored span (its `tags` list and the tag index). Returns its identity."""
+    tags = unique_tags(tags)  # cleaned and cut as ingest does: callers may skip `TagsIn`
     found = (await find_span(conn, span_id, trace_id))._mapping
     pk, found_trace, current = found["pk"], found["trace_id"], found["tags"]
     merged = list(dict.fromkeys([*stored_tags(current), *tags]))

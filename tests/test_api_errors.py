@@ -273,3 +273,78 @@ async def test_errors_on_unknown_routes_are_json(api_client):
     response = await api_client.get("/api/v1/nothing-here")
     assert response.status_code == 404
     assert response.json()["type"] == "not_found"
+
+
+# -- tags: a list of strings, or one string; anything else is a 422 naming the field -----------
+
+NOT_TAGS = [False, True, 0, 3.5, {"a": 1}, {}]
+TAGGED_ROUTES = [
+    ("/tasks", lambda tags: {"name": "t", "tags": tags}, "tags"),
+    ("/spans", lambda tags: {"name": "s", "tags": tags}, "tags"),
+    ("/spans/batch", lambda tags: {"spans": [{"name": "s", "tags": tags}]}, "spans.0.tags"),
+    (f"/spans/{'a' * 16}/tags", lambda tags: {"tags": tags}, "tags"),
+    ("/rewards", lambda tags: {"value": 1, "task_id": "t", "tags": tags}, "tags"),
+]
+
+
+@pytest.mark.parametrize("tags", NOT_TAGS, ids=[json.dumps(tags) for tags in NOT_TAGS])
+@pytest.mark.parametrize(
+    "path, body, field", TAGGED_ROUTES, ids=[route[0][:12] for route in TAGGED_ROUTES]
+)
+async def test_tags_that_are_not_a_list_of_strings_are_422(api_client, path, body, field, tags):
+    response = await api_client.post(API + path, json=body(tags))
+    assert response.status_code == 422, f"{response.status_code} {response.text[:300]}"
+    assert response.json()["field"] == field
+
+
+async def test_one_string_is_one_tag(api_client):
+    response = await api_client.post(f"{API}/tasks", json={"name": "t", "tags": "solo"})
+    assert response.status_code == 201, response.text[:300]
+    assert response.json()["tags"] == ["solo"]
+
+
+# -- 405 names every method of the path; 415 for a body not declared as JSON ------------------
+
+
+@pytest.mark.parametrize(
+    "method, path, allowed",
+    [
+        ("DELETE", "/tasks", "GET, POST"),
+        ("PUT", "/tasks/known", "GET, PATCH"),
+        ("DELETE", "/tasks/known/executions", "GET, POST"),
+        ("PUT", "/spans", "GET, POST"),
+        ("PUT", "/spans/batch", "GET, POST"),  # /spans/{span_id} matches "batch" too
+        ("DELETE", "/rewards/summary", "GET"),
+        ("POST", "/stats/agent", "GET"),
+    ],
+)
+async def test_405_allow_names_every_method_of_the_path(api_client, method, path, allowed):
+    response = await api_client.request(method, API + path)
+    assert response.status_code == 405
+    assert response.headers["allow"] == allowed
+    assert response.json()["type"] == "method_not_allowed"
+
+
+@pytest.mark.parametrize(
+    "method, path, headers",
+    [
+        ("POST", "/tasks", {"content-type": "text/plain"}),
+        ("POST", "/tasks", {}),
+        ("POST", "/rewards", {"content-type": "application/x-www-form-urlencoded"}),
+        ("PATCH", "/tasks/known", {"content-type": "text/plain"}),
+        ("POST", "/tasks/known/executions", {"content-type": "application/xml"}),
+        ("POST", f"/spans/{'a' * 16}/tags", {"content-type": "text/plain"}),
+    ],
+)
+async def test_a_body_not_declared_as_json_is_415(seeded, method, path, headers):
+    response = await seeded.request(
+        method, API + path, content=b'{"status": "running"}', headers=headers
+    )
+    assert response.status_code == 415, f"{response.status_code} {response.text[:300]}"
+    assert response.json()["type"] == "unsupported_media_type"
+
+
+async def test_json_with_parameters_is_json(api_client):
+    headers = {"content-type": "application/json; charset=utf-8"}
+    response = await api_client.post(f"{API}/tasks", content=b'{"name": "t"}', headers=headers)
+    assert response.status_code == 201, response.text[:300]

@@ -1,5 +1,6 @@
-"""The README stays true: every route, CLI command and setting is in it, and its two
-quick-start commands are the ones CI runs."""
+"""The README stays true: every route is in its route table (a whole cell, with the methods
+the app serves), every CLI command and setting is in it, and its two quick-start commands are
+the ones CI runs."""
 
 from __future__ import annotations
 
@@ -17,8 +18,40 @@ ROOT = Path(__file__).resolve().parent.parent
 README = (ROOT / "README.md").read_text()
 
 
-def _route_paths() -> list[str]:
-    return sorted(create_app().openapi()["paths"])
+def _served() -> dict[str, set[str]]:
+    """path -> the HTTP methods the app serves on it, from its OpenAPI."""
+    paths = create_app().openapi()["paths"]
+    return {path: {method.upper() for method in operations} for path, operations in paths.items()}
+
+
+SERVED = _served()
+
+
+def _cells(line: str) -> list[str]:
+    """The cells of a Markdown table row (a pipe escaped with a backslash stays in its cell)."""
+    cells = re.split(r"(?<!\\)\|", line.strip())
+    return [cell.strip() for cell in cells[1:-1]]
+
+
+def _route_table(text: str) -> dict[str, set[str]]:
+    """README's route table: each route (the whole code span of its first cell) -> the
+    methods its row lists."""
+    lines = text.splitlines()
+    header = next(i for i, line in enumerate(lines) if _cells(line)[:2] == ["route", "methods"])
+    table: dict[str, set[str]] = {}
+    for line in lines[header + 2 :]:
+        if not line.startswith("|"):
+            break
+        route, methods = _cells(line)[:2]
+        spans = re.findall(r"`([^`]+)`", route)
+        assert spans, f"README route row without a `route`: {line}"
+        for path in spans:
+            assert path not in table, f"README lists {path} twice"
+            table[path] = {method.strip() for method in methods.split(",") if method.strip()}
+    return table
+
+
+ROUTE_TABLE = _route_table(README)
 
 
 def _commands(group: click.Group, prefix: str = "evolution-store") -> list[str]:
@@ -30,9 +63,30 @@ def _commands(group: click.Group, prefix: str = "evolution-store") -> list[str]:
     return found
 
 
-@pytest.mark.parametrize("path", _route_paths())
-def test_every_route_is_documented(path: str) -> None:
-    assert f"`{path}`" in README or f"{path}" in README, f"README lacks route {path}"
+@pytest.mark.parametrize("path", sorted(SERVED))
+def test_every_route_is_documented_with_its_methods(path: str) -> None:
+    # A whole cell, not a substring: `/api/v1/spans` is not documented by `/api/v1/spans/batch`.
+    assert path in ROUTE_TABLE, f"README's route table lacks {path}"
+    listed, served = sorted(ROUTE_TABLE[path]), sorted(SERVED[path])
+    assert listed == served, f"README lists {listed} for {path}; the app serves {served}"
+
+
+def test_every_documented_route_is_served() -> None:
+    assert sorted(set(ROUTE_TABLE) - set(SERVED)) == []
+
+
+def test_the_route_table_is_read_as_whole_cells() -> None:
+    table = _route_table(
+        "| route | methods | what |\n|---|---|---|\n"
+        "| `/api/v1/spans/batch` | POST | `{spans: […]}` |\n"
+        "| `/a`, `/b` | GET, PATCH | `x\\|y` |\n\n| other | table |\n"
+    )
+    assert table == {
+        "/api/v1/spans/batch": {"POST"},
+        "/a": {"GET", "PATCH"},
+        "/b": {"GET", "PATCH"},
+    }
+    assert "/api/v1/spans" not in table
 
 
 @pytest.mark.parametrize("command", _commands(cli))

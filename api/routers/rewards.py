@@ -56,7 +56,10 @@ Filters = Annotated[dict[str, Any], Depends(_reward_filters)]
 @router.post(
     "",
     status_code=http.HTTP_201_CREATED,
-    responses={200: {"description": "A reward with this id already existed; it is returned"}},
+    responses={
+        200: {"description": "A reward with this id and content already existed; it is returned"},
+        409: {"description": "A reward with this id exists with different content"},
+    },
 )
 async def create_reward(body: RewardIn, store: StoreDep, response: Response) -> dict[str, Any]:
     """Store a reward. Its target (span, trace, execution, task or link selectors) need not
