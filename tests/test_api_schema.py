@@ -124,6 +124,12 @@ def test_conflicts_are_documented_where_they_happen():
 
 
 def test_otlp_keeps_its_own_error_answers():
-    # /v1/traces answers google.rpc.Status in the request's encoding, not ErrorBody.
+    # /v1/traces answers google.rpc.Status in the request's encoding; only the API-key checks,
+    # which run before the route, answer the API's ErrorBody.
     responses = _spec()["paths"]["/v1/traces"]["post"]["responses"]
-    assert "ErrorBody" not in str(responses)
+    for status in ("400", "413", "415", "503"):
+        content = responses[status]["content"]
+        assert set(content) == {"application/x-protobuf", "application/json"}
+        assert content["application/json"]["schema"]["title"] == "google.rpc.Status"
+    for status in ("401", "403"):
+        assert "ErrorBody" in str(responses[status])

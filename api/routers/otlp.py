@@ -74,17 +74,61 @@ _OPENAPI_BODY: dict[str, Any] = {
 }
 
 
+#: OTLP/JSON shapes of the answers (the protobuf ones are their binary encoding)
+_RESPONSE = {
+    "title": "ExportTraceServiceResponse",
+    "type": "object",
+    "properties": {
+        "partialSuccess": {
+            "type": "object",
+            "properties": {
+                "rejectedSpans": {"type": ["string", "integer"]},
+                "errorMessage": {"type": "string"},
+            },
+        }
+    },
+}
+_STATUS = {
+    "title": "google.rpc.Status",
+    "type": "object",
+    "properties": {
+        "code": {"type": "integer"},
+        "message": {"type": "string"},
+        "details": {"type": "array", "items": {"type": "object"}},
+    },
+}
+
+
+def _otlp_answer(description: str, json_schema: dict[str, Any]) -> dict[str, Any]:
+    """An answer in the request's encoding, protobuf or OTLP/JSON."""
+    return {
+        "description": description,
+        "content": {
+            PROTOBUF: {"schema": {"type": "string", "format": "binary"}},
+            JSON: {"schema": json_schema},
+        },
+    }
+
+
+def _error_body(description: str) -> dict[str, Any]:
+    """Auth answers come from the API's own dependency, in its error body (`api.errors`)."""
+    schema = {"$ref": "#/components/schemas/ErrorBody"}
+    return {"description": description, "content": {JSON: {"schema": schema}}}
+
+
 @router.post(
     "/v1/traces",
     response_class=Response,
     summary="OTLP/HTTP trace export",
     openapi_extra=_OPENAPI_BODY,
     responses={
-        200: {"description": "Committed. `partial_success` counts rejected spans."},
-        400: {"description": "Undecodable body (google.rpc.Status)."},
-        413: {"description": "Body larger than the cap after decompression."},
-        415: {"description": "Unsupported Content-Type or Content-Encoding."},
-        503: {"description": "Overloaded (Retry-After) or database unavailable."},
+        200: _otlp_answer("Committed. `partial_success` counts rejected spans.", _RESPONSE),
+        400: _otlp_answer("Undecodable body.", _STATUS),
+        401: _error_body("No API key, or an unknown one (only when EVOLUTION_API_KEYS is set)."),
+        403: _error_body("A read-only API key."),
+        413: _otlp_answer("Body larger than the cap after decompression.", _STATUS),
+        415: _otlp_answer("Unsupported Content-Type or Content-Encoding.", _STATUS),
+        503: _otlp_answer("Overloaded (Retry-After) or database unavailable.", _STATUS),
     },
 )
 async def export_traces(request: Request) -> Response:

@@ -70,6 +70,8 @@ async def _ingest(store: Any, spans: list[SpanIn], size: int) -> dict[str, Any]:
     records = [span.to_record() for span in spans]
     result = await store.ingest(records, size_bytes=size)
     answer: dict[str, Any] = {"accepted": result.accepted, "duplicates": result.duplicates}
+    if result.rejected:  # spans the database refused, each alone; the others are stored
+        answer["rejected"] = result.rejected
     if len(records) == 1:
         answer["trace_id"] = records[0].trace_id
         answer["span_id"] = records[0].span_id
@@ -80,8 +82,9 @@ async def _ingest(store: Any, spans: list[SpanIn], size: int) -> dict[str, Any]:
 async def post_spans(request: Request, store: StoreDep) -> dict[str, Any]:
     """Store one span (a span object), or many (`{"spans": [...]}` or a JSON array).
 
-    Answers after the spans are committed: `{accepted, duplicates}`, plus the `trace_id` and
-    `span_id` when one span was posted (ids left out are generated). Idempotent on
+    Answers after the spans are committed: `{accepted, duplicates}` (and `rejected`, spans the
+    database refused), plus the `trace_id` and `span_id` when one span was posted (ids left out
+    are generated). Idempotent on
     (`trace_id`, `span_id`): posting the same span again counts it as a duplicate.
     """
     payload, size = await _read_json(request)
