@@ -109,7 +109,7 @@ def check_limit(limit: int) -> int:
     return limit
 
 
-async def _page(
+async def keyset_page(
     conn: AsyncConnection,
     query: sa.Select[Any],
     order: list[sa.ColumnElement[Any]],
@@ -160,7 +160,7 @@ async def list_tasks(
         query = query.where(
             tasks.c.id.in_(sa.select(task_tags.c.task_id).where(task_tags.c.tag == tag))
         )
-    rows, next_cursor = await _page(
+    rows, next_cursor = await keyset_page(
         conn, query, [tasks.c.created_at, tasks.c.id], cursor=cursor, limit=limit, descending=True
     )
     return Page([task_dict(row._mapping) for row in rows], next_cursor)
@@ -231,7 +231,7 @@ async def list_spans(conn: AsyncConnection, q: SpanQuery) -> Page:
         order = [spans.c.start_time, spans.c.pk]
     else:
         order = [spans.c.pk]
-    rows, next_cursor = await _page(conn, query, order, cursor=q.cursor, limit=q.limit)
+    rows, next_cursor = await keyset_page(conn, query, order, cursor=q.cursor, limit=q.limit)
     return Page([span_dict(row._mapping) for row in rows], next_cursor)
 
 
@@ -370,7 +370,7 @@ async def get_reward(conn: AsyncConnection, reward_id: str) -> dict[str, Any]:
 
 async def list_rewards(conn: AsyncConnection, q: RewardQuery) -> Page:
     query = sa.select(rewards).where(*reward_filters(q))
-    rows, next_cursor = await _page(
+    rows, next_cursor = await keyset_page(
         conn, query, [rewards.c.pk], cursor=q.cursor, limit=q.limit, descending=True
     )
     return Page(await _with_links(conn, rows), next_cursor)

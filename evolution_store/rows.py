@@ -96,3 +96,22 @@ def reward_dict(m: Mapping[str, Any], linked: list[str], linked_count: int) -> d
         "span_ids": linked,
         "span_count": linked_count,
     }
+
+
+def prompt_dict(m: Mapping[str, Any], labels: list[str]) -> dict[str, Any]:
+    return {
+        "id": m["id"],
+        "agent": m["agent"],
+        "version": m["version"],
+        "content": m["content"],
+        "parent_ids": _json(m["parent_ids"], []),
+        "status": m["status"],
+        "labels": labels,
+        "fitness": _json(m["fitness"]),
+        "created_by": m["created_by"],
+        "note": m["note"],
+        "approved_by": m["approved_by"],
+        "approved_at": iso(m["approved_at"]),
+        "created_at": iso(m["created_at"]),
+        "updated_at": iso(m["updated_at"]),
+    }

@@ -271,3 +271,73 @@ reward_span_tags = sa.Table(
     sa.Column("reward_pk", sa.BigInteger, primary_key=True),
     sqlite_with_rowid=False,
 )
+
+
+# -- the prompt registry (DESIGN §7) ------------------------------------------------------------
+
+# A prompt's content never changes: a change is a new row (a new version of its agent).
+prompts = sa.Table(
+    "prompts",
+    metadata,
+    sa.Column("id", Varchar(64), primary_key=True),
+    sa.Column("agent", Varchar(200), nullable=False),
+    sa.Column("version", sa.Integer, nullable=False),
+    sa.Column("content", sa.Text, nullable=False),
+    # What makes a post idempotent: the digest of agent, content and parents (a retry of the
+    # same proposal finds its row instead of making a new version).
+    sa.Column("digest", Varchar(64), nullable=False),
+    sa.Column("parent_ids", sa.Text, nullable=False),
+    sa.Column("status", Varchar(16), nullable=False),
+    sa.Column("fitness", sa.Text, nullable=True),
+    sa.Column("created_by", Varchar(16), nullable=False),
+    sa.Column("note", sa.Text, nullable=True),
+    sa.Column("approved_by", Varchar(64), nullable=True),
+    sa.Column("approved_at", sa.BigInteger, nullable=True),
+    sa.Column("created_at", sa.BigInteger, nullable=False),
+    sa.Column("updated_at", sa.BigInteger, nullable=False),
+    sa.UniqueConstraint("agent", "version", name="uq_prompts_agent_version"),
+    sa.UniqueConstraint("agent", "digest", name="uq_prompts_agent_digest"),
+    sa.Index("ix_prompts_agent_status", "agent", "status"),
+)
+
+# Movable names (`production`, `latest`, your own) per agent; a label names one prompt.
+prompt_labels = sa.Table(
+    "prompt_labels",
+    metadata,
+    sa.Column("agent", Varchar(200), primary_key=True),
+    sa.Column("label", Varchar(100), primary_key=True),
+    sa.Column("prompt_id", Varchar(64), nullable=False),
+    sa.Column("updated_at", sa.BigInteger, nullable=False),
+    sa.Index("ix_prompt_labels_prompt", "prompt_id"),
+)
+
+experiments = sa.Table(
+    "experiments",
+    metadata,
+    sa.Column("id", Varchar(64), primary_key=True),
+    sa.Column("agent", Varchar(200), nullable=False),
+    sa.Column("kind", Varchar(16), nullable=False),
+    sa.Column("status", Varchar(16), nullable=False),
+    # [{prompt_id, weight}], in order: the first variant is what the others are tested against
+    sa.Column("variants", sa.Text, nullable=False),
+    # everything else the experiment was created with (regression target/control examples,
+    # baseline prompt, the reward name results are computed from)
+    sa.Column("spec", sa.Text, nullable=False),
+    sa.Column("winner", Varchar(64), nullable=True),
+    sa.Column("created_at", sa.BigInteger, nullable=False),
+    sa.Column("stopped_at", sa.BigInteger, nullable=True),
+    sa.Index("ix_experiments_agent_status", "agent", "status"),
+)
+
+# What a regression run measured: one row per variant (prompt) and example.
+experiment_results = sa.Table(
+    "experiment_results",
+    metadata,
+    sa.Column("experiment_id", Varchar(64), primary_key=True),
+    sa.Column("prompt_id", Varchar(64), primary_key=True),
+    sa.Column("example_id", Varchar(200), primary_key=True),
+    sa.Column("score", sa.Float, nullable=False),
+    sa.Column("tokens", sa.Float, nullable=True),
+    sa.Column("latency_ms", sa.Float, nullable=True),
+    sa.Column("created_at", sa.BigInteger, nullable=False),
+)

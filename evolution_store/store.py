@@ -11,7 +11,15 @@ from sqlalchemy import event
 from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from . import aggregates, queries, task_writes
+from . import (
+    aggregates,
+    experiment_queries,
+    experiment_writes,
+    prompt_writes,
+    queries,
+    registry_queries,
+    task_writes,
+)
 from .backends import backend_for
 from .backends.base import Backend, StatementHook
 from .db_errors import first_line, is_bad_value, is_database_error
@@ -20,6 +28,14 @@ from .group_commit import GroupCommitWriter, WriteContext
 from .models import ExecutionIn, RewardIn, SpanRecord, TaskIn
 from .promote import PriceTable
 from .queries import Page, RewardQuery, SpanQuery
+from .registry_models import (
+    ApproveIn,
+    ExperimentIn,
+    ExperimentStopIn,
+    PromptIn,
+    PromptStatusIn,
+    ResultsIn,
+)
 from .reward_writes import write_reward
 from .span_rows import PreparedBatch, prepare_spans
 from .span_writes import IngestResult, apply_span_batches
@@ -330,6 +346,146 @@ class EvolutionStore:
         return await self._read(
             aggregates.agent_stats, agent, start_after=start_after, start_before=start_before
         )
+
+    # -- the prompt registry (DESIGN §7) -----------------------------------------------------
+
+    async def create_prompt(self, prompt: PromptIn) -> tuple[dict[str, Any], bool]:
+        """A new version of `prompt.agent`'s prompt (labelled `latest`), or the same agent,
+        content and parents posted before. Returns (prompt, created)."""
+        prompt_id, created = await self._writer.submit(
+            lambda conn, ctx: prompt_writes.create_prompt(conn, ctx, prompt)
+        )
+        return await self.get_prompt(prompt_id), created
+
+    async def get_prompt(self, prompt_id: str) -> dict[str, Any]:
+        return await self._read(registry_queries.get_prompt, prompt_id)
+
+    async def list_prompts(
+        self,
+        *,
+        agent: str | None = None,
+        status: str | None = None,
+        label: str | None = None,
+        created_by: str | None = None,
+        cursor: str | None = None,
+        limit: int = 100,
+    ) -> Page:
+        return await self._read(
+            registry_queries.list_prompts,
+            agent=agent,
+            status=status,
+            label=label,
+            created_by=created_by,
+            cursor=cursor,
+            limit=limit,
+        )
+
+    async def prompt_lineage(self, prompt_id: str) -> dict[str, Any]:
+        return await self._read(registry_queries.prompt_lineage, prompt_id)
+
+    async def prompt_diff(self, prompt_id: str, against_id: str) -> dict[str, Any]:
+        return await self._read(registry_queries.prompt_diff, prompt_id, against_id)
+
+    async def set_prompt_status(self, prompt_id: str, change: PromptStatusIn) -> dict[str, Any]:
+        """Move a prompt along its lifecycle; `Conflict` names the allowed moves."""
+        await self._writer.submit(
+            lambda conn, ctx: prompt_writes.set_prompt_status(
+                conn, ctx, prompt_id, change.status, change.note
+            )
+        )
+        return await self.get_prompt(prompt_id)
+
+    async def approve_prompt(
+        self, prompt_id: str, approval: ApproveIn, *, approved_by: str
+    ) -> dict[str, Any]:
+        """Make a candidate (or an archived version: a rollback) production; the previous
+        production prompt is archived. `approved_by` is recorded (never a key itself)."""
+        await self._writer.submit(
+            lambda conn, ctx: prompt_writes.approve_prompt(
+                conn, ctx, prompt_id, note=approval.note, approved_by=approved_by
+            )
+        )
+        return await self.get_prompt(prompt_id)
+
+    async def set_label(self, agent: str, label: str, prompt_id: str) -> dict[str, Any]:
+        await self._writer.submit(
+            lambda conn, ctx: prompt_writes.set_label(conn, ctx, agent, label, prompt_id)
+        )
+        return await self._read(registry_queries.get_label, agent, label)
+
+    async def list_labels(self, agent: str) -> list[dict[str, Any]]:
+        return await self._read(registry_queries.list_labels, agent)
+
+    async def resolve_prompt(
+        self, agent: str, *, label: str = "production", key: str | None = None
+    ) -> dict[str, Any]:
+        """The prompt `agent` should use now (an A/B variant, sticky by `key`, while one runs)."""
+        return await self._read(registry_queries.resolve_prompt, agent, label=label, key=key)
+
+    async def list_markers(
+        self,
+        *,
+        agent: str | None = None,
+        kind: str | None = None,
+        start_after: int | None = None,
+        start_before: int | None = None,
+        cursor: str | None = None,
+        limit: int = 100,
+    ) -> Page:
+        return await self._read(
+            registry_queries.list_markers,
+            agent=agent,
+            kind=kind,
+            start_after=start_after,
+            start_before=start_before,
+            cursor=cursor,
+            limit=limit,
+        )
+
+    async def create_experiment(self, experiment: ExperimentIn) -> dict[str, Any]:
+        """Start an A/B or regression experiment (`Conflict`: an A/B already runs)."""
+        experiment_id = await self._writer.submit(
+            lambda conn, ctx: experiment_writes.create_experiment(conn, ctx, experiment)
+        )
+        return await self.get_experiment(experiment_id)
+
+    async def get_experiment(self, experiment_id: str) -> dict[str, Any]:
+        """The experiment with its live results."""
+        return await self._read(experiment_queries.get_experiment, experiment_id)
+
+    async def list_experiments(
+        self,
+        *,
+        agent: str | None = None,
+        status: str | None = None,
+        cursor: str | None = None,
+        limit: int = 100,
+    ) -> Page:
+        return await self._read(
+            experiment_queries.list_experiments,
+            agent=agent,
+            status=status,
+            cursor=cursor,
+            limit=limit,
+        )
+
+    async def stop_experiment(
+        self, experiment_id: str, stop: ExperimentStopIn, *, approved_by: str
+    ) -> dict[str, Any]:
+        await self._writer.submit(
+            lambda conn, ctx: experiment_writes.stop_experiment(
+                conn, ctx, experiment_id, stop, approved_by=approved_by
+            )
+        )
+        return await self.get_experiment(experiment_id)
+
+    async def add_experiment_results(
+        self, experiment_id: str, results: ResultsIn
+    ) -> dict[str, Any]:
+        await self._writer.submit(
+            lambda conn, ctx: experiment_writes.add_results(conn, ctx, experiment_id, results)
+        )
+        return await self.get_experiment(experiment_id)
 
     async def explain(self, statement: Any) -> str:
         """The database's plan for a query (tests use it to check indexes are used)."""

@@ -1,0 +1,1 @@
+"""Reads of experiments (placeholder until the experiments helper lands its module)."""

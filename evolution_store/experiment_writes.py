@@ -1,0 +1,1 @@
+"""Writes of experiments (placeholder until the experiments helper lands its module)."""
