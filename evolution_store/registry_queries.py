@@ -127,12 +127,14 @@ async def prompt_diff(conn: AsyncConnection, prompt_id: str, against_id: str) ->
     prompt = await get_prompt(conn, prompt_id)
     against = await get_prompt(conn, against_id)
     lines = difflib.unified_diff(
-        against["content"].splitlines(keepends=True),
-        prompt["content"].splitlines(keepends=True),
+        against["content"].splitlines(),
+        prompt["content"].splitlines(),
         fromfile=f"{against['agent']} v{against['version']} ({against_id})",
         tofile=f"{prompt['agent']} v{prompt['version']} ({prompt_id})",
+        lineterm="",
     )
-    return {"from": against_id, "to": prompt_id, "diff": "".join(lines)}
+    text = "\n".join(lines)
+    return {"from": against_id, "to": prompt_id, "diff": text + "\n" if text else ""}
 
 
 async def list_labels(conn: AsyncConnection, agent: str) -> list[dict[str, Any]]:
