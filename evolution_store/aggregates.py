@@ -7,6 +7,7 @@ from count, sum and sum of squares.
 
 from __future__ import annotations
 
+import functools
 import math
 from typing import Any
 
@@ -19,20 +20,17 @@ from .rows import iso
 from .schema import executions, reward_links, reward_span_tags, reward_tags, rewards, spans
 from .sql import json_member_text
 
-# Two-sided 95 % Student t quantiles for 1..30 degrees of freedom; beyond, the normal 1.96.
-_T95 = (
-    12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228,
-    2.201, 2.179, 2.160, 2.145, 2.131, 2.120, 2.110, 2.101, 2.093, 2.086,
-    2.080, 2.074, 2.069, 2.064, 2.060, 2.056, 2.052, 2.048, 2.045, 2.042,
-)  # fmt: skip
 
-
+@functools.cache
 def t95(degrees: int) -> float:
+    """The two-sided 95 % Student t quantile (`scipy.stats.t`), NaN without degrees of
+    freedom. scipy is imported on first use: it takes a second, and most processes that open
+    the store never summarise."""
     if degrees <= 0:
         return math.nan
-    if degrees <= len(_T95):
-        return _T95[degrees - 1]
-    return 1.96 + 2.4 / degrees  # close to the exact quantile for df > 30
+    from scipy import stats
+
+    return float(stats.t.ppf(0.975, degrees))
 
 
 def describe(count: int, total: float, squares: float) -> dict[str, Any]:

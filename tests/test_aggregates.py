@@ -7,6 +7,7 @@ import math
 
 import pytest
 from factories import span_record, trace_id
+from scipy import stats
 
 from evolution_store import EvolutionStore, InvalidInput
 from evolution_store.aggregates import describe, percentile, t95
@@ -19,8 +20,8 @@ MS = 1_000_000
 
 def test_t95() -> None:
     assert math.isnan(t95(0)) and math.isnan(t95(-3))
-    assert (t95(1), t95(2), t95(30)) == (12.706, 4.303, 2.042)
-    assert t95(31) == pytest.approx(1.96 + 2.4 / 31)
+    assert (t95(1), t95(2), t95(30)) == pytest.approx((12.706, 4.303, 2.042), abs=1e-3)
+    assert t95(31) == pytest.approx(2.0395, abs=1e-4)
     assert t95(10_000) == pytest.approx(1.96, abs=1e-3)
     quantiles = [t95(df) for df in range(1, 200)]
     assert quantiles == sorted(quantiles, reverse=True)  # narrower with more samples
@@ -35,7 +36,7 @@ def test_describe_from_running_sums() -> None:
     summary = describe(3, sum(values), sum(v * v for v in values))
     assert summary["mean"] == pytest.approx(0.4)
     assert summary["stdev"] == pytest.approx(0.2)
-    half = 4.303 * 0.2 / math.sqrt(3)
+    half = stats.t.ppf(0.975, 2) * 0.2 / math.sqrt(3)
     assert summary["ci95"] == [pytest.approx(0.4 - half), pytest.approx(0.4 + half)]
 
 
@@ -132,14 +133,14 @@ async def test_config_values_group_under_the_same_text_on_every_backend(
     assert keys == sorted(["text", "2", "0.5", "true"])
 
 
-async def test_many_rewards_use_the_normal_quantile(store: EvolutionStore) -> None:
+async def test_many_rewards_use_the_exact_t_quantile(store: EvolutionStore) -> None:
     values = [i / 40 for i in range(40)]
     for value in values:
         await store.add_reward(RewardIn(name="wide", value=value, task_id="t"))
     [group] = await store.rewards_summary("name")
     mean = sum(values) / 40
     stdev = math.sqrt(sum((v - mean) ** 2 for v in values) / 39)
-    half = (1.96 + 2.4 / 39) * stdev / math.sqrt(40)
+    half = stats.t.ppf(0.975, 39) * stdev / math.sqrt(40)
     assert (group["key"], group["count"]) == ("wide", 40)
     assert group["mean"] == pytest.approx(mean)
     assert group["ci95"] == [pytest.approx(mean - half), pytest.approx(mean + half)]
