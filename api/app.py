@@ -27,7 +27,17 @@ from .deps import WriteAuth
 from .errors import BodyTooLarge, error_body, install_error_handlers
 from .openapi import install_openapi
 from .otlp_receiver import OtlpReceiver
-from .routers import executions, rewards, spans, stats, tasks
+from .routers import (
+    agents,
+    executions,
+    experiments,
+    markers,
+    prompts,
+    rewards,
+    spans,
+    stats,
+    tasks,
+)
 from .routers.otlp import router as otlp_router
 
 API_PREFIX = "/api/v1"
@@ -111,7 +121,7 @@ def create_app(
     install_error_handlers(app)
     install_openapi(app)
 
-    for module in (tasks, executions, spans, rewards, stats):
+    for module in (tasks, executions, spans, rewards, stats, prompts, agents, experiments, markers):
         app.include_router(module.router, prefix=API_PREFIX)
 
     app.include_router(otlp_router, dependencies=[WriteAuth])

@@ -8,10 +8,14 @@ With no `EVOLUTION_API_KEYS` configured both let everything through.
 
     401  no `Authorization: Bearer <key>` header, or an unknown key
     403  a read-only key on a write
+
+`Approver` names who approved a change (a prompt promoted, an experiment stopped) without
+storing the key: the first 16 hex digits of the key's SHA-256, or "anonymous" with keys off.
 """
 
 from __future__ import annotations
 
+import hashlib
 import hmac
 from typing import Annotated, Any
 
@@ -78,6 +82,21 @@ async def require_write(request: Request, credentials: Credentials) -> None:
         raise HTTPException(403, "this API key is read-only")
 
 
+async def get_approver(request: Request, credentials: Credentials) -> str:
+    """A fingerprint of the presented write key, recorded as who approved; never the key.
+
+    The 16 hex digits tell keys apart in an audit while saying nothing usable about the key;
+    the key is checked again here (401/403), so an approval can never record a key that could
+    not have written."""
+    may_write = _key_may_write(request, credentials)
+    if may_write is None:
+        return "anonymous"
+    if not may_write:
+        raise HTTPException(403, "this API key is read-only")
+    assert credentials is not None  # _key_may_write raised 401 otherwise
+    return hashlib.sha256(credentials.credentials.strip().encode()).hexdigest()[:16]
+
+
 #: For `APIRouter(dependencies=[ReadAuth])`: reads with any key, writes with a write key.
 ReadAuth: Any = Depends(require_read)
 #: For `include_router(router, dependencies=[WriteAuth])`: a read-write key for every route.
@@ -85,6 +104,8 @@ WriteAuth: Any = Depends(require_write)
 
 StoreDep = Annotated[EvolutionStore, Depends(get_store)]
 SettingsDep = Annotated[Settings, Depends(get_settings)]
+#: Who approves: the approving key's fingerprint (`get_approver`), "anonymous" with keys off.
+Approver = Annotated[str, Depends(get_approver)]
 
 # Query parameters several routers share.
 Limit = Annotated[int, Query(ge=1, le=1000, description="Page size (1–1000)")]

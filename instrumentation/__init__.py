@@ -9,8 +9,9 @@ evo.configure(endpoint="http://127.0.0.1:8000", service_name="support-bot")
 @evo.track_evolution(tags=["v2"])
 def answer(question: str) -> str: ...
 
-with evo.task("answer", input={"q": question}) as t:
-    reply = answer(question)
+prompt = evo.get_prompt("support-bot", key=user_id, fallback="Answer: {{ question }}")
+with evo.task("answer", input={"q": question}, prompt=prompt) as t:
+    reply = answer(prompt.render(question=question))
     t.reward(1.0 if reply == expected else 0.0)
 ```
 
@@ -23,6 +24,7 @@ from ._config import TracingSession, configure
 from ._context import TaskHandle, task
 from ._decorator import track_evolution
 from ._exceptions import EvolutionClientError
+from ._prompts import PromptHandle, get_prompt
 from ._proxy import with_evolution_tracking
 from ._rewards import emit_reward, make_link_attributes, make_tag_attributes
 
@@ -30,10 +32,12 @@ __all__ = [
     "AsyncEvolutionClient",
     "EvolutionClient",
     "EvolutionClientError",
+    "PromptHandle",
     "TaskHandle",
     "TracingSession",
     "configure",
     "emit_reward",
+    "get_prompt",
     "make_link_attributes",
     "make_tag_attributes",
     "task",

@@ -4,7 +4,8 @@ As in httpx, `BaseClient` (in `_client_base.py`) holds the configuration and tur
 method into a `Call` (method, path, query, body) without doing I/O; `EvolutionClient` sends
 calls with an `httpx.Client`, `AsyncEvolutionClient` with an `httpx.AsyncClient`, under the
 same method names (`close`/`aclose` aside). The sync twin never runs the async one in an event
-loop.
+loop. The prompt registry's methods (prompts, labels, experiments, markers) come from
+`_client_registry.py`, one base class per twin.
 
 Errors: any failure (no answer, or a 4xx/5xx answer) raises `EvolutionClientError`, never a
 bare httpx exception. Idempotent calls (reads, status updates, span batches, creations with a
@@ -27,15 +28,15 @@ from ._client_base import (
     DEFAULT_BASE_URL,
     DEFAULT_TIMEOUT,
     HTTPX_ERRORS,
-    BaseClient,
     Call,
     ClientState,
     segment,
     tag_list,
 )
+from ._client_registry import AsyncRegistryMethods, RegistryMethods
 
 
-class EvolutionClient(BaseClient):
+class EvolutionClient(RegistryMethods):
     """Synchronous client for the evolution-store REST API, on `httpx.Client`.
 
     Use it from scripts, notebooks and learners to create tasks, post spans, attach rewards and
@@ -314,7 +315,7 @@ class EvolutionClient(BaseClient):
         self.close()
 
 
-class AsyncEvolutionClient(BaseClient):
+class AsyncEvolutionClient(AsyncRegistryMethods):
     """Asynchronous twin of `EvolutionClient`, on `httpx.AsyncClient`; same methods, awaited.
 
     ```python

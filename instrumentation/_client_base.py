@@ -78,6 +78,29 @@ def tag_list(tags: Iterable[str] | str | None) -> list[str]:
     return [tags] if isinstance(tags, str) else list(tags)
 
 
+#: A/B variants: `[{"prompt_id": …, "weight": …}]`, `[(prompt_id, weight)]` or
+#: `{prompt_id: weight}`
+Variants = Mapping[str, float] | Iterable[Mapping[str, Any] | tuple[str, float]]
+
+
+def variant_list(variants: Variants) -> list[dict[str, Any]]:
+    """Experiment variants in the REST shape, whichever of the `Variants` forms was given."""
+    if isinstance(variants, Mapping):
+        return [{"prompt_id": key, "weight": weight} for key, weight in variants.items()]
+    shaped: list[dict[str, Any]] = []
+    for variant in variants:
+        if isinstance(variant, Mapping):
+            shaped.append(dict(variant))
+        else:
+            prompt_id, weight = variant
+            shaped.append({"prompt_id": prompt_id, "weight": weight})
+    return shaped
+
+
+def _without_none(**fields: Any) -> dict[str, Any]:
+    return {key: value for key, value in fields.items() if value is not None}
+
+
 def _reward_body(
     value: float | Mapping[str, float] | None,
     *,
@@ -258,6 +281,111 @@ class BaseClient:
     @staticmethod
     def _rewards_summary(**filters: Any) -> Call:
         return Call("GET", "/rewards/summary", _query(**filters))
+
+    # --- the prompt registry (DESIGN §7) --------------------------------------------------
+
+    @staticmethod
+    def _create_prompt(
+        agent: str,
+        content: str,
+        *,
+        parent_ids: Iterable[str] | None,
+        status: str,
+        labels: Iterable[str] | None,
+        fitness: Mapping[str, Any] | None,
+        created_by: str,
+        note: str | None,
+    ) -> Call:
+        body: dict[str, Any] = {
+            "agent": agent,
+            "content": content,
+            "parent_ids": list(parent_ids or []),
+            "status": status,
+            "labels": tag_list(labels),
+            "created_by": created_by,
+        }
+        if fitness is not None:
+            body["fitness"] = dict(fitness)
+        if note is not None:
+            body["note"] = note
+        # The same agent, content and parents again answers the stored row: safe to retry.
+        return Call("POST", "/prompts", body=body)
+
+    @staticmethod
+    def _list_prompts(**filters: Any) -> Call:
+        return Call("GET", "/prompts", _query(**filters))
+
+    @staticmethod
+    def _prompt_diff(prompt_id: str, against: str) -> Call:
+        return Call("GET", f"/prompts/{segment(prompt_id)}/diff", _query(against=against))
+
+    @staticmethod
+    def _set_prompt_status(prompt_id: str, status: str, note: str | None) -> Call:
+        # Not retried: a second identical move is an illegal one (409), which would hide
+        # that the first succeeded.
+        body = _without_none(status=status, note=note)
+        return Call("POST", f"/prompts/{segment(prompt_id)}/status", body=body, idempotent=False)
+
+    @staticmethod
+    def _approve_prompt(prompt_id: str, note: str | None) -> Call:
+        body = _without_none(note=note)
+        return Call("POST", f"/prompts/{segment(prompt_id)}/approve", body=body, idempotent=False)
+
+    @staticmethod
+    def _set_label(agent: str, label: str, prompt_id: str) -> Call:
+        path = f"/agents/{segment(agent)}/labels/{segment(label)}"
+        return Call("PUT", path, body={"prompt_id": prompt_id})
+
+    @staticmethod
+    def _resolve_prompt(agent: str, label: str, key: str | None) -> Call:
+        return Call("GET", f"/agents/{segment(agent)}/prompt", _query(label=label, key=key))
+
+    @staticmethod
+    def _create_experiment(
+        agent: str,
+        *,
+        variants: Variants | None,
+        kind: str,
+        metric: str | None,
+        baseline: str | None,
+        target: Iterable[str] | None,
+        control: Iterable[str] | None,
+    ) -> Call:
+        body: dict[str, Any] = {"agent": agent, "kind": kind}
+        if variants is not None:
+            body["variants"] = variant_list(variants)
+        body.update(
+            _without_none(
+                metric=metric,
+                baseline=baseline,
+                target=None if target is None else list(target),
+                control=None if control is None else list(control),
+            )
+        )
+        # Not retried: a second start of the same A/B answers 409 (one runs per agent).
+        return Call("POST", "/experiments", body=body, idempotent=False)
+
+    @staticmethod
+    def _list_experiments(**filters: Any) -> Call:
+        return Call("GET", "/experiments", _query(**filters))
+
+    @staticmethod
+    def _stop_experiment(
+        experiment_id: str, winner: str | None, approve: bool, note: str | None
+    ) -> Call:
+        body = {"approve": approve, **_without_none(winner=winner, note=note)}
+        path = f"/experiments/{segment(experiment_id)}/stop"
+        return Call("POST", path, body=body, idempotent=False)
+
+    @staticmethod
+    def _add_experiment_results(experiment_id: str, results: Iterable[Mapping[str, Any]]) -> Call:
+        body = {"results": [dict(result) for result in results]}
+        path = f"/experiments/{segment(experiment_id)}/results"
+        return Call("POST", path, body=body, idempotent=False)
+
+    @staticmethod
+    def _list_markers(**filters: Any) -> Call:
+        return Call("GET", "/markers", _query(**filters))
 
 
 def retry_after_seconds(value: str | None) -> float | None:

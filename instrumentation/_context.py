@@ -5,6 +5,10 @@ Ids are generated client-side (uuid4 hex), so nothing waits for the server befor
 carry them; the Task and Execution are still created explicitly so name, input, tags and
 status are stored. A sink failure is logged, never raised: tracing must not break the agent.
 The handle of the innermost block sits in `_current.CURRENT_TASK`.
+
+A prompt handle (`task(..., prompt=handle)`, or a `with handle:` block around the `task()`
+call) adds its `evolution.prompt.*` attributes to the task's spans and its id, version and
+experiment variant to the execution's config, so rewards group by `config:prompt_id`.
 """
 
 from __future__ import annotations
@@ -19,7 +23,7 @@ from typing import Any
 from opentelemetry.context import Context
 from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor
 
-from ._current import CURRENT_TASK, CurrentTask
+from ._current import CURRENT_PROMPTS, CURRENT_TASK, CurrentPrompt, CurrentTask
 from ._rewards import emit_reward
 from ._serialize import jsonable
 from ._state import EXECUTION_ID_ATTR, STATE, TASK_ID_ATTR, logger
@@ -43,6 +47,7 @@ class TaskHandle:
         "tags",
         "metadata",
         "config",
+        "prompt",
         "span_attributes",
     )
 
@@ -56,6 +61,7 @@ class TaskHandle:
         tags: tuple[str, ...],
         metadata: dict[str, Any],
         config: dict[str, Any],
+        prompt: CurrentPrompt | None = None,
     ) -> None:
         self.task_id = task_id
         self.execution_id = execution_id
@@ -64,8 +70,10 @@ class TaskHandle:
         self.tags = tags
         self.metadata = metadata
         self.config = config
+        self.prompt = prompt
         # Built once, so the span processor stamps every span of the block in one call.
-        self.span_attributes: Mapping[str, str] = {
+        self.span_attributes: Mapping[str, str | int] = {
+            **(prompt.span_attributes if prompt is not None else {}),
             TASK_ID_ATTR: task_id,
             EXECUTION_ID_ATTR: execution_id,
         }
@@ -198,13 +206,17 @@ def task(
     *,
     metadata: Mapping[str, Any] | None = None,
     config: Mapping[str, Any] | None = None,
+    prompt: CurrentPrompt | None = None,
 ) -> _TaskScope:
     """Open a Task and a new Execution of it for the block; spans inside carry their ids.
 
     A `task_id` the store already knows makes this a retry: a new execution (attempt n+1) of
     the same task. `config` is stored on the execution (prompt version, model, ...: what the
-    learners compare). On exit the execution is marked succeeded, failed, or timeout (on
-    `TimeoutError`); the exception, if any, propagates unchanged.
+    learners compare). `prompt` (a `PromptHandle` from `get_prompt`; default: the one of an
+    enclosing `with handle:` block) stamps its id and version on the block's spans and adds
+    `prompt_id`, `prompt_version`, `experiment_id` and `variant` to `config`. On exit the
+    execution is marked succeeded, failed, or timeout (on `TimeoutError`); the exception, if
+    any, propagates unchanged.
 
     ```python
     async with instrumentation.task("triage", input=ticket, tags=["prod"]) as t:
@@ -213,6 +225,11 @@ def task(
     """
     if isinstance(tags, str):
         tags = (tags,)
+    if prompt is None:
+        prompts = CURRENT_PROMPTS.get()
+        prompt = prompts[-1] if prompts else None
+    if prompt is not None:
+        config = {**prompt.execution_config(), **dict(config or {})}  # explicit keys win
     handle = TaskHandle(
         task_id=task_id or uuid.uuid4().hex,
         execution_id=uuid.uuid4().hex,
@@ -221,6 +238,7 @@ def task(
         tags=tuple(tags),
         metadata=dict(metadata or {}),
         config=jsonable(dict(config or {})),
+        prompt=prompt,
     )
     return _TaskScope(handle)
 
@@ -231,7 +249,8 @@ class EvolutionSpanProcessor(SpanProcessor):
 
     Installed once per TracerProvider; `configure()` swaps the processors behind it, which is
     how a second `configure()` call replaces the first even on a global provider that cannot be
-    replaced. `on_start` costs one contextvar read.
+    replaced. `on_start` costs two contextvar reads: the task's attributes, then those of the
+    innermost prompt in use (`with handle:`), which win over a prompt given to `task()`.
     """
 
     def __init__(self) -> None:
@@ -250,6 +269,9 @@ class EvolutionSpanProcessor(SpanProcessor):
         handle = CURRENT_TASK.get()
         if handle is not None:
             span.set_attributes(handle.span_attributes)
+        prompts = CURRENT_PROMPTS.get()
+        if prompts:
+            span.set_attributes(prompts[-1].span_attributes)
         for processor in self._processors:
             processor.on_start(span, parent_context)
 

@@ -26,7 +26,7 @@ from typing import Any, TypeVar, overload
 from opentelemetry import context as context_api
 from opentelemetry.trace import Span, Status, StatusCode, set_span_in_context
 
-from ._current import CURRENT_TASK, CurrentTask
+from ._current import CURRENT_PROMPTS, CURRENT_TASK, CurrentPrompt, CurrentTask
 from ._serialize import value_attributes
 from ._state import STATE, TAGS_ATTR, get_tracer
 
@@ -206,7 +206,7 @@ def _wrap_coroutine_function(fn: Callable[..., Any], spec: _Spec) -> Callable[..
 class _StreamState:
     """What a traced (async) generator shares: its span, context and collected output."""
 
-    __slots__ = ("span", "ctx", "capture", "items", "done", "task")
+    __slots__ = ("span", "ctx", "capture", "items", "done", "task", "prompts")
 
     def __init__(self, span: Span, ctx: Any, capture: bool) -> None:
         self.span = span
@@ -214,19 +214,25 @@ class _StreamState:
         self.capture = capture
         self.items: list[Any] = []
         self.done = False
-        # Context is captured at creation: steps run with the creator's task, not the consumer's.
+        # Context is captured at creation: steps run with the creator's task and prompts, not
+        # the consumer's.
         self.task: CurrentTask | None = CURRENT_TASK.get()
+        self.prompts: tuple[CurrentPrompt, ...] = CURRENT_PROMPTS.get()
 
-    def enter(self) -> tuple[object, Any]:
+    def enter(self) -> tuple[object, Any, Any]:
         token = context_api.attach(self.ctx)
         task = self.task
-        task_token = None
+        task_token = prompts_token = None
         if task is not None and CURRENT_TASK.get() is not task:
             task_token = CURRENT_TASK.set(task)
-        return token, task_token
+        if CURRENT_PROMPTS.get() is not self.prompts:
+            prompts_token = CURRENT_PROMPTS.set(self.prompts)
+        return token, task_token, prompts_token
 
-    def leave(self, tokens: tuple[object, Any]) -> None:
-        token, task_token = tokens
+    def leave(self, tokens: tuple[object, Any, Any]) -> None:
+        token, task_token, prompts_token = tokens
+        if prompts_token is not None:
+            CURRENT_PROMPTS.reset(prompts_token)
         if task_token is not None:
             CURRENT_TASK.reset(task_token)
         context_api.detach(token)

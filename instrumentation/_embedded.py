@@ -27,7 +27,7 @@ from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 
 try:
-    from evolution_store import EvolutionStore, Overloaded
+    from evolution_store import EvolutionStore, NotFound, Overloaded
     from evolution_store.models import ExecutionIn, RewardIn, SpanRecord, TaskIn
 except ImportError as exc:  # pragma: no cover - the package ships both halves
     raise ImportError(
@@ -35,6 +35,7 @@ except ImportError as exc:  # pragma: no cover - the package ships both halves
         "use configure(endpoint=...) to send spans to a server instead"
     ) from exc
 
+from ._exceptions import EvolutionClientError
 from ._spans import span_fields
 from ._state import logger
 
@@ -239,6 +240,14 @@ class EmbeddedSink:
         reward = _reward_in(payload)
         stored, _created = self.runner.call(lambda store: store.add_reward(reward))
         return stored
+
+    def resolve_prompt(
+        self, agent: str, *, label: str = "production", key: str | None = None
+    ) -> dict[str, Any]:
+        try:
+            return self.runner.call(lambda store: store.resolve_prompt(agent, label=label, key=key))
+        except NotFound as exc:  # the same error as remote mode's 404
+            raise EvolutionClientError(str(exc), status=404, detail=str(exc)) from exc
 
     def shutdown(self, timeout: float | None = None) -> None:
         self.runner.shutdown(timeout)

@@ -1,4 +1,5 @@
-"""Sinks: where `task()` and `emit_reward()` write tasks, executions and rewards.
+"""Sinks: where `task()` and `emit_reward()` write tasks, executions and rewards, and where
+`get_prompt()` reads the prompt an agent should use.
 
 `configure()` picks one: `RemoteSink` (the server's REST API) or `EmbeddedSink` (an in-process
 store; it lives in `_embedded` because it imports `evolution_store`). Both offer the `Sink`
@@ -38,6 +39,10 @@ class Sink(Protocol):
 
     def add_reward(self, payload: dict[str, Any]) -> dict[str, Any]: ...
 
+    def resolve_prompt(
+        self, agent: str, *, label: str = "production", key: str | None = None
+    ) -> dict[str, Any]: ...
+
     def shutdown(self, timeout: float | None = None) -> None: ...
 
 
@@ -72,6 +77,11 @@ class RemoteSink:
 
     def add_reward(self, payload: dict[str, Any]) -> dict[str, Any]:
         return self.client.add_reward(**payload)
+
+    def resolve_prompt(
+        self, agent: str, *, label: str = "production", key: str | None = None
+    ) -> dict[str, Any]:
+        return self.client.resolve_prompt(agent, label=label, key=key)
 
     def shutdown(self, timeout: float | None = None) -> None:
         self.client.close()

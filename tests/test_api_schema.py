@@ -97,6 +97,14 @@ def test_the_error_body_replaces_fastapis():
     assert set(schemas["ErrorItem"]["required"]) == {"field", "in", "message", "type"}
 
 
+#: operations that answer 404 for something named other than by an `{…_id}` in the path
+LOOKS_UP_BY_NAME = {
+    "PUT /api/v1/agents/{agent}/labels/{label}",
+    "GET /api/v1/agents/{agent}/prompt",
+    "POST /api/v1/experiments",
+}
+
+
 def test_every_rest_error_answer_is_documented_with_our_body():
     spec = _spec()
     rest = [op for op in _operations(spec) if op[1] != "/v1/traces"]
@@ -106,7 +114,7 @@ def test_every_rest_error_answer_is_documented_with_our_body():
         expected = {"503"}
         if path.startswith("/api/v1/"):
             expected |= {"401", "403", "422"}
-        if "_id}" in path:
+        if "_id}" in path or f"{method} {path}" in LOOKS_UP_BY_NAME:
             expected.add("404")
         if "requestBody" in operation:
             expected |= {"400", "413", "415"}
@@ -120,7 +128,15 @@ def test_every_rest_error_answer_is_documented_with_our_body():
 def test_conflicts_are_documented_where_they_happen():
     spec = _spec()
     conflict = {f"{m} {p}" for m, p, op in _operations(spec) if "409" in op["responses"]}
-    assert conflict == {"POST /api/v1/rewards"}
+    assert conflict == {
+        "POST /api/v1/rewards",
+        "POST /api/v1/experiments",
+        "POST /api/v1/prompts/{prompt_id}/status",
+        "POST /api/v1/prompts/{prompt_id}/approve",
+        "PUT /api/v1/agents/{agent}/labels/{label}",
+        "POST /api/v1/experiments/{experiment_id}/stop",
+        "POST /api/v1/experiments/{experiment_id}/results",
+    }
 
 
 def test_otlp_keeps_its_own_error_answers():

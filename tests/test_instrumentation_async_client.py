@@ -226,6 +226,196 @@ CALLS = [
     ("stats", lambda c: c.stats("triage bot"), ("GET", "/api/v1/stats/triage%20bot", []), None),
 ]
 
+# The prompt registry (DESIGN §7): prompts, labels, experiments, markers.
+CALLS += [
+    (
+        "create_prompt",
+        lambda c: c.create_prompt(
+            "triage",
+            "Hi {{ name }}",
+            parent_ids=["p1"],
+            status="candidate",
+            labels=["staging"],
+            fitness={"success": 0.9},
+            created_by="apo",
+            note="shorter",
+        ),
+        ("POST", "/api/v1/prompts", []),
+        {
+            "agent": "triage",
+            "content": "Hi {{ name }}",
+            "parent_ids": ["p1"],
+            "status": "candidate",
+            "labels": ["staging"],
+            "created_by": "apo",
+            "fitness": {"success": 0.9},
+            "note": "shorter",
+        },
+    ),
+    (
+        "create_prompt_defaults",
+        lambda c: c.create_prompt("triage", "Hi"),
+        ("POST", "/api/v1/prompts", []),
+        {
+            "agent": "triage",
+            "content": "Hi",
+            "parent_ids": [],
+            "status": "draft",
+            "labels": [],
+            "created_by": "human",
+        },
+    ),
+    ("get_prompt", lambda c: c.get_prompt("p 1"), ("GET", "/api/v1/prompts/p%201", []), None),
+    (
+        "list_prompts",
+        lambda c: c.list_prompts(
+            agent="triage", status="draft", label="latest", created_by="apo", cursor="c", limit=5
+        ),
+        (
+            "GET",
+            "/api/v1/prompts",
+            [
+                ["agent", "triage"],
+                ["status", "draft"],
+                ["label", "latest"],
+                ["created_by", "apo"],
+                ["cursor", "c"],
+                ["limit", "5"],
+            ],
+        ),
+        None,
+    ),
+    (
+        "prompt_lineage",
+        lambda c: c.prompt_lineage("p1"),
+        ("GET", "/api/v1/prompts/p1/lineage", []),
+        None,
+    ),
+    (
+        "prompt_diff",
+        lambda c: c.prompt_diff("p2", "p1"),
+        ("GET", "/api/v1/prompts/p2/diff", [["against", "p1"]]),
+        None,
+    ),
+    (
+        "set_prompt_status",
+        lambda c: c.set_prompt_status("p1", "experimental", note="try it"),
+        ("POST", "/api/v1/prompts/p1/status", []),
+        {"status": "experimental", "note": "try it"},
+    ),
+    (
+        "approve_prompt",
+        lambda c: c.approve_prompt("p1", note="ship"),
+        ("POST", "/api/v1/prompts/p1/approve", []),
+        {"note": "ship"},
+    ),
+    (
+        "approve_prompt_bare",
+        lambda c: c.approve_prompt("p1"),
+        ("POST", "/api/v1/prompts/p1/approve", []),
+        {},
+    ),
+    (
+        "set_label",
+        lambda c: c.set_label("triage bot", "staging", "p1"),
+        ("PUT", "/api/v1/agents/triage%20bot/labels/staging", []),
+        {"prompt_id": "p1"},
+    ),
+    (
+        "list_labels",
+        lambda c: c.list_labels("triage"),
+        ("GET", "/api/v1/agents/triage/labels", []),
+        None,
+    ),
+    (
+        "resolve_prompt",
+        lambda c: c.resolve_prompt("triage", label="staging", key="user-7"),
+        ("GET", "/api/v1/agents/triage/prompt", [["label", "staging"], ["key", "user-7"]]),
+        None,
+    ),
+    (
+        "resolve_prompt_defaults",
+        lambda c: c.resolve_prompt("triage"),
+        ("GET", "/api/v1/agents/triage/prompt", [["label", "production"]]),
+        None,
+    ),
+    (
+        "create_experiment",
+        lambda c: c.create_experiment(
+            "triage", variants=[("p1", 0.5), {"prompt_id": "p2", "weight": 0.5}], metric="acc"
+        ),
+        ("POST", "/api/v1/experiments", []),
+        {
+            "agent": "triage",
+            "kind": "ab",
+            "variants": [{"prompt_id": "p1", "weight": 0.5}, {"prompt_id": "p2", "weight": 0.5}],
+            "metric": "acc",
+        },
+    ),
+    (
+        "create_experiment_regression",
+        lambda c: c.create_experiment(
+            "triage", kind="regression", baseline="p1", target=("e1",), control=["e2"]
+        ),
+        ("POST", "/api/v1/experiments", []),
+        {
+            "agent": "triage",
+            "kind": "regression",
+            "baseline": "p1",
+            "target": ["e1"],
+            "control": ["e2"],
+        },
+    ),
+    (
+        "get_experiment",
+        lambda c: c.get_experiment("x1"),
+        ("GET", "/api/v1/experiments/x1", []),
+        None,
+    ),
+    (
+        "list_experiments",
+        lambda c: c.list_experiments(agent="triage", status="running", cursor="c", limit=2),
+        (
+            "GET",
+            "/api/v1/experiments",
+            [["agent", "triage"], ["status", "running"], ["cursor", "c"], ["limit", "2"]],
+        ),
+        None,
+    ),
+    (
+        "stop_experiment",
+        lambda c: c.stop_experiment("x1", winner="p2", approve=True, note="p2 wins"),
+        ("POST", "/api/v1/experiments/x1/stop", []),
+        {"approve": True, "winner": "p2", "note": "p2 wins"},
+    ),
+    (
+        "add_experiment_results",
+        lambda c: c.add_experiment_results(
+            "x1", [{"prompt_id": "p1", "example_id": "e1", "score": 1.0}]
+        ),
+        ("POST", "/api/v1/experiments/x1/results", []),
+        {"results": [{"prompt_id": "p1", "example_id": "e1", "score": 1.0}]},
+    ),
+    (
+        "list_markers",
+        lambda c: c.list_markers(
+            agent="triage", kind="prompt.promoted", start_after=1, start_before=2, limit=10
+        ),
+        (
+            "GET",
+            "/api/v1/markers",
+            [
+                ["agent", "triage"],
+                ["kind", "prompt.promoted"],
+                ["start_after", "1"],
+                ["start_before", "2"],
+                ["limit", "10"],
+            ],
+        ),
+        None,
+    ),
+]
+
 
 @pytest.mark.parametrize(
     ("call", "expected", "body"), [c[1:] for c in CALLS], ids=[c[0] for c in CALLS]
@@ -314,3 +504,104 @@ async def test_closed_client_refuses_requests(api):
     await client.aclose()  # idempotent
     with pytest.raises(RuntimeError):
         await client.__aenter__()
+
+
+async def test_registry_writes_a_repeat_would_refuse_are_not_retried(client, api):
+    for call in (
+        lambda: client.set_prompt_status("p1", "candidate"),
+        lambda: client.approve_prompt("p1"),
+        lambda: client.create_experiment("a", variants={"p1": 0.5, "p2": 0.5}),
+        lambda: client.stop_experiment("x1"),
+        lambda: client.add_experiment_results("x1", []),
+    ):
+        api.requests.clear()
+        api.script = [httpx.Response(503, headers={"Retry-After": "0"})]
+        with pytest.raises(EvolutionClientError):
+            await call()
+        assert len(api.requests) == 1
+    for call in (
+        lambda: client.create_prompt("a", "same content"),  # answers the stored row again
+        lambda: client.set_label("a", "staging", "p1"),
+        lambda: client.resolve_prompt("a"),
+    ):
+        api.requests.clear()
+        api.script = [httpx.Response(503, headers={"Retry-After": "0"})]
+        await call()
+        assert len(api.requests) == 2
+
+
+# --- the prompt registry against the real app -------------------------------------------------
+
+
+@pytest.fixture
+async def app_client(store, store_url):
+    """An AsyncEvolutionClient over ASGITransport to the real app on the test's store."""
+    from api.app import create_app
+    from evolution_store.config import Settings
+
+    app = create_app(Settings(store_url=store_url, api_keys=""), store=store)
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app)
+        async with AsyncEvolutionClient("http://test", transport=transport) as c:
+            yield c
+
+
+async def test_registry_round_trip_against_the_app(app_client):
+    c = app_client
+    v1 = await c.create_prompt("triage", "v1 {{ x }}", status="candidate", note="first")
+    assert (v1["version"], v1["status"], v1["labels"]) == (1, "candidate", ["latest"])
+    assert (await c.create_prompt("triage", "v1 {{ x }}", status="candidate"))["id"] == v1["id"]
+    approved = await c.approve_prompt(v1["id"], note="ship it")
+    assert approved["status"] == "production" and approved["approved_by"] == "anonymous"
+    v2 = await c.create_prompt("triage", "v2 {{ x }}", parent_ids=[v1["id"]], created_by="apo")
+    assert v2["version"] == 2 and v2["parent_ids"] == [v1["id"]]
+    await c.set_prompt_status(v2["id"], "experimental")
+    assert (await c.set_prompt_status(v2["id"], "candidate", note="ok"))["status"] == "candidate"
+    with pytest.raises(EvolutionClientError) as caught:
+        await c.set_prompt_status(v2["id"], "draft")
+    assert caught.value.status == 409
+    assert (await c.get_prompt(v2["id"]))["note"] == "ok"
+    page = await c.list_prompts(agent="triage", limit=1)
+    assert [p["version"] for p in page["items"]] == [2] and page["next_cursor"]
+    assert [p["id"] for p in (await c.list_prompts(created_by="apo"))["items"]] == [v2["id"]]
+    lineage = await c.prompt_lineage(v1["id"])
+    assert [p["id"] for p in lineage["descendants"]] == [v2["id"]]
+    diff = (await c.prompt_diff(v2["id"], v1["id"]))["diff"]
+    assert "-v1 {{ x }}" in diff and "+v2 {{ x }}" in diff
+
+    assert (await c.set_label("triage", "staging", v2["id"]))["version"] == 2
+    labels = {item["label"]: item["version"] for item in (await c.list_labels("triage"))["items"]}
+    assert labels == {"latest": 2, "production": 1, "staging": 2}
+    assert (await c.resolve_prompt("triage"))["id"] == v1["id"]
+    assert (await c.resolve_prompt("triage", label="staging"))["id"] == v2["id"]
+
+    ab = await c.create_experiment("triage", variants=[(v1["id"], 0.5), (v2["id"], 0.5)])
+    assert ab["status"] == "running" and len(ab["results"]) == 2
+    first = await c.resolve_prompt("triage", key="user-7")
+    assert first["experiment_id"] == ab["id"] and first["variant"] in (0, 1)
+    assert (await c.resolve_prompt("triage", key="user-7"))["id"] == first["id"]
+    assert (await c.get_experiment(ab["id"]))["variants"][1]["prompt_id"] == v2["id"]
+    running = await c.list_experiments(agent="triage", status="running")
+    assert [x["id"] for x in running["items"]] == [ab["id"]]
+    stopped = await c.stop_experiment(ab["id"], winner=v2["id"], approve=True, note="v2 wins")
+    assert stopped["winner"] == v2["id"] and stopped["status"] != "running"
+    assert (await c.resolve_prompt("triage"))["id"] == v2["id"]
+
+    regression = await c.create_experiment(
+        "triage", kind="regression", baseline=v1["id"], target=["e1"], control=["e2"]
+    )
+    scored = await c.add_experiment_results(
+        regression["id"],
+        [
+            {"prompt_id": v1["id"], "example_id": "e1", "score": 1.0},
+            {"prompt_id": v2["id"], "example_id": "e2", "score": 0.0, "tokens": 5},
+        ],
+    )
+    by_prompt = {r["prompt_id"]: r for r in scored["results"]}
+    assert by_prompt[v1["id"]]["target"]["n"] == 1
+    assert by_prompt[v2["id"]]["control"]["success"] == 0.0
+
+    kinds = [m["kind"] for m in (await c.list_markers(agent="triage"))["items"]]
+    assert {"prompt.promoted", "prompt.label_moved", "experiment.started"} <= set(kinds)
+    promoted = (await c.list_markers(agent="triage", kind="prompt.promoted", limit=1))["items"]
+    assert promoted[0]["after"]["prompt_id"] == v2["id"]

@@ -23,10 +23,13 @@ EXPECTED_ALL = {
     "make_tag_attributes",
     "EvolutionClient",
     "AsyncEvolutionClient",
+    # DESIGN §7: how prompts reach agents
+    "get_prompt",
     # what those return or raise
     "EvolutionClientError",
     "TaskHandle",
     "TracingSession",
+    "PromptHandle",
 }
 
 
@@ -77,9 +80,13 @@ def test_every_client_method_is_tested_in_both_twins():
 
 def test_sync_client_never_runs_an_event_loop():
     import instrumentation._client as module
+    import instrumentation._client_registry as registry
 
     text = Path(module.__file__).read_text()
     sync = text[text.index("class EvolutionClient(") : text.index("class AsyncEvolutionClient(")]
+    assert "asyncio" not in sync and "await" not in sync
+    text = Path(registry.__file__).read_text()
+    sync = text[text.index("class RegistryMethods(") : text.index("class AsyncRegistryMethods(")]
     assert "asyncio" not in sync and "await" not in sync
 
 
