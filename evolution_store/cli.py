@@ -4,6 +4,8 @@ and prints; a startup failure is one line on stderr and a non-zero exit, never a
     evolution-store serve                       # SQLite ./evolution.db, API on 127.0.0.1:8000
     evolution-store serve --db postgresql://postgres@127.0.0.1:5432/evolution
     evolution-store db upgrade --db sqlite:///./evolution.db
+    evolution-store prompts list --agent support          # the registry: cli_registry.py
+    evolution-store experiments show <id> --url http://127.0.0.1:8000
 """
 
 from __future__ import annotations
@@ -11,6 +13,8 @@ from __future__ import annotations
 from typing import Any
 
 import click
+
+from .cli_registry import experiments, prompts
 
 PORT = click.IntRange(0, 65535)
 
@@ -127,3 +131,7 @@ def upgrade(store_url: str | None) -> None:
     except (EvolutionStoreError, SQLAlchemyError, OSError) as exc:
         raise click.ClickException(f"cannot upgrade {shown}: {first_line(exc)}") from exc
     click.echo(f"{shown} is at the latest schema")
+
+
+cli.add_command(prompts)
+cli.add_command(experiments)

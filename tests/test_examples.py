@@ -187,3 +187,57 @@ def test_http_rewards(live_server, store_url, tmp_path):
             s["span_id"] for s in spans.values()
         )
         assert rewards["grader"]["span_ids"] == [spans["chat"]["span_id"]]
+
+
+# -- prompt_registry.py -----------------------------------------------------------------------
+
+
+def check_prompt_registry(client: httpx.Client, stdout: str) -> None:
+    # Two versions; after the winner's approval and the rollback, v1 is production again.
+    prompts = {p["version"]: p for p in items(client, "/prompts", agent="support-bot")}
+    assert set(prompts) == {1, 2}
+    v1, v2 = prompts[1], prompts[2]
+    assert (v1["status"], v2["status"], v2["parent_ids"]) == ("production", "archived", [v1["id"]])
+    assert "production" in v1["labels"] and "production" not in v2["labels"]
+    assert "6. experiment completed, winner v2; production is now v2" in stdout
+    assert "7. rolled back: production is v1 again" in stdout
+
+    # The A/B's results are the users' ratings, counted for the version each user was served.
+    experiment_id = re.search(r"started A/B experiment ([0-9a-f]+) ", stdout).group(1)
+    experiment = client.get(f"/experiments/{experiment_id}").json()
+    assert (experiment["status"], experiment["winner"]) == ("completed", v2["id"])
+    first, second = experiment["results"]
+    served = re.search(r"served 400 users: v1 to (\d+), v2 to (\d+)", stdout)
+    assert (first["n"], second["n"]) == (int(served.group(1)), int(served.group(2)))
+    assert first["n"] + second["n"] == 400 and min(first["n"], second["n"]) > 140
+    assert second["mean"] > first["mean"] and second["p_value"] < 0.01
+    summary = client.get(
+        "/rewards/summary", params={"group_by": "config:prompt_id", "name": "satisfied"}
+    )
+    counts = {g["key"]: g["count"] for g in summary.json()["groups"]}
+    assert counts == {v1["id"]: first["n"], v2["id"]: second["n"]}
+
+    kinds = [m["kind"] for m in items(client, "/markers", agent="support-bot")]
+    assert kinds == [
+        "prompt.rolled_back",
+        "experiment.stopped",
+        "prompt.promoted",
+        "experiment.started",
+        "prompt.promoted",
+    ]
+
+
+def test_prompt_registry_against_a_server(live_server, store_url, tmp_path):
+    server = live_server(store_url)
+    stdout = run_example("prompt_registry.py", server.url, cwd=tmp_path)
+    with api(server) as client:
+        check_prompt_registry(client, stdout)
+
+
+def test_prompt_registry_embedded(live_server, tmp_path):
+    db_url = f"sqlite:///{tmp_path / 'registry.db'}"
+    stdout = run_example("prompt_registry.py", "--store", db_url, cwd=tmp_path)
+    assert f"look around: evolution-store prompts list --db {db_url}" in stdout
+    server = live_server(db_url)  # only to read the file back over REST
+    with api(server) as client:
+        check_prompt_registry(client, stdout)
