@@ -4,6 +4,7 @@ should use now (with A/B assignment), and markers."""
 from __future__ import annotations
 
 import difflib
+import functools
 import hashlib
 import secrets
 from collections import defaultdict
@@ -13,6 +14,7 @@ import orjson
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from .backends.base import Backend
 from .errors import NotFound
 from .marker_writes import AFTER, AGENT, BEFORE, KIND, MARKER_SPAN
 from .queries import Page, keyset_page
@@ -164,13 +166,43 @@ async def get_label(conn: AsyncConnection, agent: str, label: str) -> dict[str, 
     raise NotFound(f"agent {agent!r} has no prompt labelled {label!r}")
 
 
-_LABELLED = (
-    sa.select(prompts)
-    .join(prompt_labels, prompt_labels.c.prompt_id == prompts.c.id)
-    .where(
-        prompt_labels.c.agent == sa.bindparam("agent"),
-        prompt_labels.c.label == sa.bindparam("label"),
+@functools.cache
+def _resolve_statement(dialect: str, by_label: bool) -> sa.Select[Any]:
+    """One prompt with its labels (comma-joined: labels cannot hold a comma) and the agent's
+    running A/B experiment, if any: by `agent` and `label`, or by `prompt_id`. One statement,
+    so the prompt an agent asks for on every run is one round trip."""
+    named = prompt_labels.alias("named")
+    join = sa.func.string_agg if dialect == "postgresql" else sa.func.group_concat
+    labels = (
+        sa.select(join(named.c.label, ","))
+        .where(named.c.prompt_id == prompts.c.id)
+        .scalar_subquery()
+        .label("label_list")
     )
+    running = sa.and_(
+        experiments.c.agent == prompts.c.agent,
+        experiments.c.kind == "ab",
+        experiments.c.status == "running",
+    )
+    query = sa.select(prompts, labels, experiments.c.id.label("running_id"), experiments.c.variants)
+    if by_label:
+        source = prompt_labels.join(prompts, prompts.c.id == prompt_labels.c.prompt_id)
+        query = query.select_from(source.outerjoin(experiments, running)).where(
+            prompt_labels.c.agent == sa.bindparam("agent"),
+            prompt_labels.c.label == sa.bindparam("label"),
+        )
+    else:
+        query = query.select_from(prompts.outerjoin(experiments, running)).where(
+            prompts.c.id == sa.bindparam("prompt_id")
+        )
+    return query
+
+
+_RESOLVE_COLUMNS = (
+    *(column.name for column in prompts.columns),
+    "label_list",
+    "running_id",
+    "variants",
 )
 _RUNNING_AB = sa.select(experiments.c.id, experiments.c.variants).where(
     experiments.c.agent == sa.bindparam("agent"),
@@ -180,27 +212,41 @@ _RUNNING_AB = sa.select(experiments.c.id, experiments.c.variants).where(
 
 
 async def resolve_prompt(
-    conn: AsyncConnection, agent: str, *, label: str = "production", key: str | None = None
+    conn: AsyncConnection,
+    backend: Backend,
+    agent: str,
+    *,
+    label: str = "production",
+    key: str | None = None,
 ) -> dict[str, Any]:
     """The prompt `agent` should use now: the one `label` names, or, for `production` while
     an A/B experiment runs for the agent, the variant `key` is assigned to (`assign_variant`:
-    the same key always gets the same variant). Says which experiment and variant."""
+    the same key always gets the same variant). Says which experiment and variant.
+
+    One statement when the label's prompt is the answer; a second when a variant is another
+    prompt (on the raw driver: this runs on every run of every agent)."""
+    dialect = conn.dialect.name
+    params = {"agent": agent, "label": label}
+    rows = await backend.read_rows(conn, _resolve_statement(dialect, True), params)
+    found = dict(zip(_RESOLVE_COLUMNS, rows[0], strict=True)) if rows else None
     experiment_id = variant = None
-    row = None
     if label == "production":
-        running = (await conn.execute(_RUNNING_AB, {"agent": agent})).first()
+        if found is not None:
+            running = (found["running_id"], found["variants"]) if found["running_id"] else None
+        else:  # no production prompt yet: an experiment may still serve its variants
+            running = next(iter(await backend.read_rows(conn, _RUNNING_AB, params)), None)
         if running is not None:
-            experiment_id = running[0]
-            weights = orjson.loads(running[1])
+            experiment_id, weights = running[0], orjson.loads(running[1])
             variant = assign_variant(experiment_id, key, [item["weight"] for item in weights])
             chosen = weights[variant]["prompt_id"]
-            row = (await conn.execute(sa.select(prompts).where(prompts.c.id == chosen))).first()
-    if row is None:
-        experiment_id = variant = None
-        row = (await conn.execute(_LABELLED, {"agent": agent, "label": label})).first()
-    if row is None:
+            if found is None or found["id"] != chosen:
+                statement = _resolve_statement(dialect, False)
+                rows = await backend.read_rows(conn, statement, {"prompt_id": chosen})
+                found = dict(zip(_RESOLVE_COLUMNS, rows[0], strict=True)) if rows else found
+    if found is None:
         raise NotFound(f"agent {agent!r} has no prompt labelled {label!r}")
-    prompt = (await _shaped(conn, [row]))[0]
+    labels = sorted(found["label_list"].split(",")) if found["label_list"] else []
+    prompt = prompt_dict(found, labels)
     return {**prompt, "label": label, "experiment_id": experiment_id, "variant": variant}
 
 

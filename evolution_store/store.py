@@ -420,7 +420,9 @@ class EvolutionStore:
         self, agent: str, *, label: str = "production", key: str | None = None
     ) -> dict[str, Any]:
         """The prompt `agent` should use now (an A/B variant, sticky by `key`, while one runs)."""
-        return await self._read(registry_queries.resolve_prompt, agent, label=label, key=key)
+        return await self._read(
+            registry_queries.resolve_prompt, self._backend, agent, label=label, key=key
+        )
 
     async def list_markers(
         self,

@@ -62,6 +62,13 @@ class Backend:
         result = await conn.execute(statement, params)
         return list(result) if result.returns_rows else []
 
+    async def read_rows(
+        self, conn: AsyncConnection, statement: sa.Executable, params: dict[str, Any]
+    ) -> list[Any]:
+        """`fetch_all` for a read on a reader connection, outside any transaction: for reads
+        on a hot path (the prompt an agent asks for on every run)."""
+        return await self.fetch_all(conn, statement, params)
+
     def positional(
         self, conn: AsyncConnection, statement: sa.Executable, params: dict[str, Any]
     ) -> tuple[str, list[Any]]:

@@ -78,6 +78,14 @@ class PostgresBackend(Backend):
         sql, args = self.positional(conn, statement, params)
         return await driver.fetch(sql, *args)
 
+    async def read_rows(
+        self, conn: AsyncConnection, statement: sa.Executable, params: dict[str, Any]
+    ) -> list[Any]:
+        # A lone read needs no transaction: asyncpg runs it as its own, prepared once.
+        sql, args = self.positional(conn, statement, params)
+        raw = await conn.get_raw_connection()
+        return await raw.driver_connection.fetch(sql, *args)
+
     async def insert_rows(
         self,
         conn: AsyncConnection,
