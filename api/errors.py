@@ -129,7 +129,8 @@ def _summarise(errors: list[dict[str, Any]]) -> list[dict[str, Any]]:
             {
                 "field": field,
                 "in": where,
-                "message": str(err.get("msg", "invalid value")),
+                # pydantic prefixes our validators' own sentences with "Value error, ".
+                "message": str(err.get("msg", "invalid value")).removeprefix("Value error, "),
                 "type": str(err.get("type", "value_error")),
             }
         )
