@@ -15,7 +15,6 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from .models import Text
 
-PROMPT_STATUSES = ("draft", "experimental", "candidate", "production", "archived")
 #: status -> the statuses `set_prompt_status` may move it to (production only by approval)
 STATUS_MOVES = {
     "draft": ("experimental", "archived"),
@@ -26,10 +25,8 @@ STATUS_MOVES = {
 }
 #: statuses `approve_prompt` takes to production (an archived one: a rollback)
 APPROVABLE = ("candidate", "archived")
-PROMPT_CREATORS = ("human", "apo", "pattern", "coach")
 #: labels the registry moves itself: `production` by approval, `latest` on every new version
 RESERVED_LABELS = ("production", "latest")
-EXPERIMENT_KINDS = ("ab", "regression")
 #: how far the weights of an A/B experiment may sum away from 1
 WEIGHT_TOLERANCE = 1e-6
 

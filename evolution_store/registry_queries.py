@@ -140,13 +140,16 @@ async def prompt_diff(conn: AsyncConnection, prompt_id: str, against_id: str) ->
 
 
 async def list_labels(conn: AsyncConnection, agent: str) -> list[dict[str, Any]]:
-    rows = await conn.execute(
+    rows = await conn.execute(_labels_query(agent).order_by(prompt_labels.c.label))
+    return [label_dict(row._mapping) for row in rows]
+
+
+def _labels_query(agent: str) -> sa.Select[Any]:
+    return (
         sa.select(prompt_labels, prompts.c.version)
         .join(prompts, prompts.c.id == prompt_labels.c.prompt_id)
         .where(prompt_labels.c.agent == agent)
-        .order_by(prompt_labels.c.label)
     )
-    return [label_dict(row._mapping) for row in rows]
 
 
 def label_dict(m: Any) -> dict[str, Any]:
@@ -160,9 +163,9 @@ def label_dict(m: Any) -> dict[str, Any]:
 
 
 async def get_label(conn: AsyncConnection, agent: str, label: str) -> dict[str, Any]:
-    for item in await list_labels(conn, agent):
-        if item["label"] == label:
-            return item
+    row = (await conn.execute(_labels_query(agent).where(prompt_labels.c.label == label))).first()
+    if row is not None:
+        return label_dict(row._mapping)
     raise NotFound(f"agent {agent!r} has no prompt labelled {label!r}")
 
 
