@@ -91,17 +91,23 @@ async def _stored(conn: AsyncConnection, prompt_id: str) -> Any:
 
 
 async def set_prompt_status(
-    conn: AsyncConnection, ctx: WriteContext, prompt_id: str, status: str, note: str | None
+    conn: AsyncConnection,
+    ctx: WriteContext,
+    prompt_id: str,
+    status: str,
+    note: str | None,
+    fitness: dict[str, Any] | None = None,
 ) -> None:
     """Move a prompt along draft → experimental → candidate, or to archived from anywhere.
     Production is reached only by approval (`approve_prompt`). Other moves raise `Conflict`
-    naming the allowed ones."""
+    naming the allowed ones. `fitness` records the measurement that earned the move (the
+    content never changes; what is known about it does)."""
     stored = await _stored(conn, prompt_id)
     current = stored["status"]
-    if status == current:
+    if status == current and fitness is None:
         return
     allowed = STATUS_MOVES[current]
-    if status not in allowed:
+    if status != current and status not in allowed:
         hint = "approve a candidate to make it production; " if status == "production" else ""
         moves = ", ".join(allowed) if allowed else "none (approve it to roll back to it)"
         raise Conflict(
@@ -111,8 +117,11 @@ async def set_prompt_status(
     values: dict[str, Any] = {"status": status, "updated_at": ctx.now_ns}
     if note is not None:
         values["note"] = note
+    if fitness is not None:
+        values["fitness"] = dumps(fitness)
     await conn.execute(sa.update(prompts).where(prompts.c.id == prompt_id).values(**values))
-    if current == "production":  # archiving the production prompt leaves the agent without one
+    # Archiving the production prompt leaves the agent without one.
+    if current == "production" and status != current:
         await conn.execute(
             sa.delete(prompt_labels).where(
                 prompt_labels.c.agent == stored["agent"], prompt_labels.c.label == "production"

@@ -80,8 +80,11 @@ def _check_label(label: str) -> None:
 
 
 class PromptStatusIn(_Strict):
+    """A status move; `fitness` records the measurement that earned it (optional)."""
+
     status: Literal["draft", "experimental", "candidate", "production", "archived"]
     note: Text | None = Field(default=None, max_length=10_000)
+    fitness: dict[str, Any] | None = None
 
 
 class ApproveIn(_Strict):

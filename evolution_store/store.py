@@ -390,7 +390,7 @@ class EvolutionStore:
         """Move a prompt along its lifecycle; `Conflict` names the allowed moves."""
         await self._writer.submit(
             lambda conn, ctx: prompt_writes.set_prompt_status(
-                conn, ctx, prompt_id, change.status, change.note
+                conn, ctx, prompt_id, change.status, change.note, change.fitness
             )
         )
         return await self.get_prompt(prompt_id)

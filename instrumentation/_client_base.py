@@ -320,10 +320,12 @@ class BaseClient:
         return Call("GET", f"/prompts/{segment(prompt_id)}/diff", _query(against=against))
 
     @staticmethod
-    def _set_prompt_status(prompt_id: str, status: str, note: str | None) -> Call:
+    def _set_prompt_status(
+        prompt_id: str, status: str, note: str | None, fitness: dict[str, Any] | None
+    ) -> Call:
         # Not retried: a second identical move is an illegal one (409), which would hide
         # that the first succeeded.
-        body = _without_none(status=status, note=note)
+        body = _without_none(status=status, note=note, fitness=fitness)
         return Call("POST", f"/prompts/{segment(prompt_id)}/status", body=body, idempotent=False)
 
     @staticmethod

@@ -95,10 +95,16 @@ class RegistryMethods(BaseClient):
         return self._send(self._prompt_diff(prompt_id, against))
 
     def set_prompt_status(
-        self, prompt_id: str, status: str, *, note: str | None = None
+        self,
+        prompt_id: str,
+        status: str,
+        *,
+        note: str | None = None,
+        fitness: dict[str, Any] | None = None,
     ) -> dict[str, Any]:
-        """draft → experimental → candidate, or any → archived (409 names the allowed moves)."""
-        return self._send(self._set_prompt_status(prompt_id, status, note))
+        """draft → experimental → candidate, or any → archived (409 names the allowed moves);
+        `fitness` records the measurement that earned the move."""
+        return self._send(self._set_prompt_status(prompt_id, status, note, fitness))
 
     def approve_prompt(self, prompt_id: str, *, note: str | None = None) -> dict[str, Any]:
         """Make a candidate (or an archived version: a rollback) the agent's production prompt."""
@@ -273,10 +279,16 @@ class AsyncRegistryMethods(BaseClient):
         return await self._send(self._prompt_diff(prompt_id, against))
 
     async def set_prompt_status(
-        self, prompt_id: str, status: str, *, note: str | None = None
+        self,
+        prompt_id: str,
+        status: str,
+        *,
+        note: str | None = None,
+        fitness: dict[str, Any] | None = None,
     ) -> dict[str, Any]:
-        """draft → experimental → candidate, or any → archived (409 names the allowed moves)."""
-        return await self._send(self._set_prompt_status(prompt_id, status, note))
+        """draft → experimental → candidate, or any → archived (409 names the allowed moves);
+        `fitness` records the measurement that earned the move."""
+        return await self._send(self._set_prompt_status(prompt_id, status, note, fitness))
 
     async def approve_prompt(self, prompt_id: str, *, note: str | None = None) -> dict[str, Any]:
         """Make a candidate (or an archived version: a rollback) the agent's production prompt."""

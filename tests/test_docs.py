@@ -103,9 +103,9 @@ def test_every_setting_is_documented(field: str) -> None:
 
 def test_ci_runs_the_readme_commands() -> None:
     script = (ROOT / ".ci" / "run").read_text()
-    assert 'pip install --quiet -e ".[test]"' in script
+    assert 'pip install --quiet -e ".[test,learn]"' in script
     assert re.search(r"^pytest$", script, re.MULTILINE)
-    assert 'pip install -e ".[test]"' in README and ". .venv/bin/activate && pytest" in README
+    assert 'pip install -e ".[test,learn]"' in README and ". .venv/bin/activate && pytest" in README
 
 
 def test_the_store_example_runs(tmp_path, monkeypatch, capsys) -> None:

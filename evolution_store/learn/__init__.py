@@ -1,0 +1,26 @@
+"""Learners: they read spans and rewards through `EvolutionStore` and make agents better
+(DESIGN §7). Their dependencies are the `[learn]` extra."""
+
+from __future__ import annotations
+
+try:
+    from .apo.candidates import Candidate, OptimizeResult, Progress
+    from .apo.engine import ApoSettings, optimize_prompt, optimize_prompt_async
+    from .apo.evaluation import Evaluation
+except ModuleNotFoundError as exc:  # pragma: no cover - depends on the installed extras
+    if exc.name in ("deap", "moocore"):
+        raise ModuleNotFoundError(
+            "the learners need the [learn] extra: pip install 'evolution-store[learn]'",
+            name=exc.name,
+        ) from exc
+    raise
+
+__all__ = [
+    "ApoSettings",
+    "Candidate",
+    "Evaluation",
+    "OptimizeResult",
+    "Progress",
+    "optimize_prompt",
+    "optimize_prompt_async",
+]
