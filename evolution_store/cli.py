@@ -6,6 +6,8 @@ and prints; a startup failure is one line on stderr and a non-zero exit, never a
     evolution-store db upgrade --db sqlite:///./evolution.db
     evolution-store prompts list --agent support          # the registry: cli_registry.py
     evolution-store experiments show <id> --url http://127.0.0.1:8000
+    evolution-store train apo --agent support --seed-prompt p.j2 --dataset ex.jsonl \\
+        --evaluate my_eval:evaluate --out apo-run              # learners: cli_train.py
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from typing import Any
 import click
 
 from .cli_registry import experiments, prompts
+from .cli_train import train
 
 PORT = click.IntRange(0, 65535)
 
@@ -135,3 +138,4 @@ def upgrade(store_url: str | None) -> None:
 
 cli.add_command(prompts)
 cli.add_command(experiments)
+cli.add_command(train)

@@ -181,6 +181,26 @@ async def list_executions(conn: AsyncConnection, task_id: str) -> list[dict[str,
     return [execution_dict(row._mapping) for row in rows]
 
 
+async def agent_tasks(
+    conn: AsyncConnection, agent: str, *, limit: int = 200
+) -> list[dict[str, Any]]:
+    """Up to `limit` tasks that `agent`'s spans ran under and that have an input: failed ones
+    first, then the newest. A task belongs to an agent through its spans (the promoted
+    `agent` column), since tasks carry no agent of their own. This is what
+    `train apo --dataset store:agent=NAME` optimises on: failures are what a new prompt
+    must fix, so a limit keeps them before successes."""
+    check_limit(limit)
+    ran = sa.select(spans.c.task_id).where(spans.c.agent == agent)
+    failed_first = sa.case((tasks.c.status == "failed", 0), else_=1)
+    query = (
+        sa.select(tasks)
+        .where(tasks.c.id.in_(ran), tasks.c.input.is_not(None))
+        .order_by(failed_first, tasks.c.created_at.desc(), tasks.c.id.desc())
+        .limit(limit)
+    )
+    return [task_dict(row._mapping) for row in await conn.execute(query)]
+
+
 # -- spans -----------------------------------------------------------------------------------
 
 

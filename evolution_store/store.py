@@ -312,6 +312,11 @@ class EvolutionStore:
             queries.list_tasks, status=status, tag=tag, cursor=cursor, limit=limit
         )
 
+    async def agent_tasks(self, agent: str, *, limit: int = 200) -> list[dict[str, Any]]:
+        """Up to `limit` (1–1000) tasks the agent's spans ran under that have an input, failed
+        ones first, then the newest: the examples an optimiser learns from."""
+        return await self._read(queries.agent_tasks, agent, limit=limit)
+
     async def get_execution(self, execution_id: str) -> dict[str, Any]:
         return await self._read(queries.get_execution, execution_id)
 

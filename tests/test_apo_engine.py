@@ -307,3 +307,47 @@ def test_the_api_server_never_loads_a_learner():
         [sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True
     )
     assert out.stdout.strip() == "[]"
+
+
+def test_a_recorded_run_leaves_lineage_evaluations_gates_and_llm_spans_in_the_store(
+    llm_server, store_url
+):
+    from evolution_store import EvolutionStore
+    from evolution_store.queries import SpanQuery
+
+    result = optimize_prompt(
+        SEED,
+        TRAIN,
+        VAL,
+        evaluate,
+        llm=llm_server.base_url,
+        seed=0,
+        max_metric_calls=120,
+        store=store_url,
+        agent="planner",
+    )
+
+    async def read() -> dict:
+        async with await EvolutionStore.open(store_url) as store:
+            prompts = (await store.list_prompts(agent="planner", limit=1000)).items
+            summary = await store.rewards_summary(group_by="config:prompt_id")
+            experiments = (await store.list_experiments(agent="planner")).items
+            spans = (await store.list_spans(SpanQuery(name=None, limit=1000))).items
+            best = await store.get_prompt(result.best.id)
+            return dict(
+                prompts=prompts, summary=summary, experiments=experiments, spans=spans, best=best
+            )
+
+    stored = asyncio.run(read())
+    by_id = {p["id"]: p for p in stored["prompts"]}
+    assert {c.id for c in result.candidates} == set(by_id)
+    assert all(p["created_by"] == "apo" for p in by_id.values())
+    assert all(p["status"] != "production" for p in by_id.values())
+    assert stored["best"]["status"] == "candidate"
+    assert stored["best"]["parent_ids"] == result.best.parent_ids
+    assert stored["best"]["fitness"]["success"] == result.best.success
+    scored = {g["key"] for g in stored["summary"]}
+    assert result.best.id in scored and result.baseline.id in scored
+    assert any(e["kind"] == "regression" for e in stored["experiments"])
+    optimizer = [s for s in stored["spans"] if s.get("agent") == "evolution.optimizer"]
+    assert len([s for s in optimizer if s["name"].startswith("chat")]) == result.llm_calls

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from evolution_store.learn.apo.gate import judge, plan_gate
+from evolution_store.learn.apo.gate import gain_p_value, judge, plan_gate
 from evolution_store.learn.stats import max_allowed_failures, wilson_interval
 
 PARENT = {"a": 1.0, "b": 1.0, "c": 1.0, "d": 0.0, "e": 0.0}
@@ -50,10 +50,21 @@ def test_noise_allows_a_few_flips_by_an_exact_binomial_test():
     assert max_allowed_failures(40, 0.0) == 0
     # P(X >= 5 | n=40, p=0.05) < 0.05 <= P(X >= 4)
     assert max_allowed_failures(40, 0.05) == 4
-    parent = {str(i): 1.0 for i in range(40)} | {"t": 0.0}
-    child = dict(parent) | {"t": 1.0, "0": 0.0, "1": 0.0}
+    parent = {str(i): 1.0 for i in range(40)} | {"t1": 0.0, "t2": 0.0, "t3": 0.0}
+    child = dict(parent) | {"t1": 1.0, "t2": 1.0, "t3": 1.0, "0": 0.0, "1": 0.0}
     assert judge(plan_gate(parent, noise=0.05), parent, child).passed
     assert not judge(plan_gate(parent, noise=0.0), parent, child).passed
+
+
+def test_the_total_must_rise_and_a_sign_test_may_ask_for_more():
+    parent = {str(i): 1.0 for i in range(40)} | {"t1": 0.0, "t2": 0.0}
+    swap = dict(parent) | {"t1": 1.0, "0": 0.0}  # one fixed, one lost: no gain
+    verdict = judge(plan_gate(parent, noise=0.05), parent, swap)
+    assert not verdict.passed and verdict.reason.startswith("gain not beyond noise")
+    one_up = dict(parent) | {"t1": 1.0}
+    assert judge(plan_gate(parent, noise=0.05), parent, one_up).passed
+    assert not judge(plan_gate(parent, noise=0.05, gain_alpha=0.25), parent, one_up).passed
+    assert gain_p_value(1, 0) == 0.5 and gain_p_value(3, 0) == 0.125 and gain_p_value(0, 0) == 1
 
 
 def test_wilson_interval_stays_inside_the_unit_interval():

@@ -241,3 +241,20 @@ def test_prompt_registry_embedded(live_server, tmp_path):
     server = live_server(db_url)  # only to read the file back over REST
     with api(server) as client:
         check_prompt_registry(client, stdout)
+
+
+# -- apo_quickstart.py ------------------------------------------------------------------------
+
+
+def test_apo_quickstart_records_a_run_a_person_can_review(live_server, store_url, tmp_path):
+    stdout = run_example("apo_quickstart.py", "--store", store_url, cwd=tmp_path)
+    assert "baseline success 0.00 -> best 1.00" in stdout
+    best_id = re.search(r"best prompt \(candidate, id (\w+)\)", stdout)[1]
+    server = live_server(store_url)
+    with api(server) as client:
+        best = client.get(f"/prompts/{best_id}").json()
+        assert best["status"] == "candidate" and best["created_by"] == "apo"
+        assert best["parent_ids"] and best["fitness"]["success"] == 1.0
+        assert not items(client, "/prompts", status="production")
+        assert items(client, "/experiments", agent="support-bot")
+        assert items(client, "/tasks", tag="apo")

@@ -1,5 +1,5 @@
-"""SQL lives only in `evolution_store/` (STYLE "Where SQL lives"): the API, the
-instrumentation and the CLI build no statements."""
+"""SQL lives only in the store modules of `evolution_store/` (STYLE "Where SQL lives"): the
+API, the instrumentation, the CLI and the learners (DESIGN §7) build no statements."""
 
 from __future__ import annotations
 
@@ -14,6 +14,8 @@ CHECKED = [
     *sorted((ROOT / "instrumentation").rglob("*.py")),
     ROOT / "evolution_store" / "cli.py",
     ROOT / "evolution_store" / "cli_registry.py",
+    ROOT / "evolution_store" / "cli_train.py",
+    *sorted((ROOT / "evolution_store" / "learn").rglob("*.py")),
 ]
 # A bare call or one through the SQLAlchemy module (`list.insert(...)` is not SQL).
 SQL_BUILDERS = re.compile(r"(?<![\w.])(?:sa\.|sqlalchemy\.(?:\w+\.)*)?(select|insert|text)\(")
@@ -36,6 +38,7 @@ def test_no_sql_builders(path):
 
 def test_the_check_sees_the_files():
     assert any(path.name == "app.py" for path in CHECKED)
+    assert any(path.name == "engine.py" for path in CHECKED)
     assert SQL_BUILDERS.search("query = sa.select(spans)")
     assert SQL_BUILDERS.search("insert(table).values()")
     assert SQL_BUILDERS.search('conn.execute(text("select 1"))')

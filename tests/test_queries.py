@@ -10,7 +10,7 @@ from factories import span_record, trace_id
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from evolution_store import EvolutionStore, InvalidInput
-from evolution_store.models import RewardIn
+from evolution_store.models import RewardIn, TaskIn
 from evolution_store.queries import RewardQuery, SpanQuery
 from evolution_store.schema import (
     SPAN_BUCKET_BITS,
@@ -246,3 +246,27 @@ async def _explain_without_seqscan(store: EvolutionStore, statement: sa.Select) 
         rows = (await conn.execute(sa.text(f"EXPLAIN {compiled}"))).all()
         await conn.rollback()
     return "\n".join(row[0] for row in rows)
+
+
+async def test_agent_tasks_are_the_agents_inputs_failed_first(store: EvolutionStore) -> None:
+    # What `train apo --dataset store:agent=NAME` reads: tasks that the agent's spans ran
+    # under, with an input, failures before successes, newest first within each.
+    async def run(task_id: str, agent: str, status: str, task_input: Any = None) -> None:
+        await store.create_task(TaskIn(id=task_id, name="answer", input=task_input))
+        attributes = {"evolution.task.id": task_id, "gen_ai.agent.name": agent}
+        await store.ingest([span_record(attributes=attributes)])
+        await store.set_task_status(task_id, status)
+
+    await run("old-ok", "bot", "succeeded", {"q": "old"})
+    await run("old-bad", "bot", "failed", {"q": "bad"})
+    await run("new-ok", "bot", "succeeded", "plain text")
+    await run("no-input", "bot", "failed")
+    await run("other", "helper", "failed", {"q": "other"})
+
+    tasks = await store.agent_tasks("bot")
+    assert [task["id"] for task in tasks] == ["old-bad", "new-ok", "old-ok"]
+    assert [task["input"] for task in tasks] == [{"q": "bad"}, "plain text", {"q": "old"}]
+    assert [task["id"] for task in await store.agent_tasks("bot", limit=1)] == ["old-bad"]
+    assert await store.agent_tasks("nobody") == []
+    with pytest.raises(InvalidInput, match="limit"):
+        await store.agent_tasks("bot", limit=0)

@@ -43,16 +43,19 @@ class ApoSettings:
 
     population_size: int = 8  # members NSGA-II keeps as parents
     minibatch_size: int = 3  # fresh train examples the parent is run on per reflection
-    max_failures_shown: int = 6  # failing train examples (input + feedback) shown to the LLM
+    max_failures_shown: int = 12  # failing examples (input + feedback) shown to the LLM
+    reflect_on_valset: bool = True  # show the parent's valset failures too (already paid for)
     crossover_rate: float = 0.3  # chance an iteration crosses two complementary members
     heuristic_rate: float = 0.1  # chance of a heuristic mutation while an LLM is available
-    gate_noise: float = 0.0  # rate a passing example fails on a rerun (0: deterministic)
+    gate_noise: float = 0.05  # rate a passing example fails on a rerun (0: deterministic)
     gate_alpha: float = 0.05  # level of the gate's control-regression test
+    gate_gain_alpha: float = 1.0  # level of the sign test that the valset gain beats noise
     max_prompt_chars: int | None = None  # length cap; default max(2000, 4 x the seed's)
     max_llm_calls: int = 1000  # cap on LLM calls per run
     max_llm_tokens: int = 5_000_000  # cap on LLM tokens (in + out) per run
     concurrency: int = 1  # metric calls in flight at once (async evaluate only)
-    max_idle_iterations: int = 60  # stop after this many iterations spending no metric call
+    exploit_rate: float = 0.5  # chance the parent is simply the best member
+    max_idle_iterations: int = 30  # stop after this many iterations spending no metric call
 
 
 @dataclass
@@ -75,7 +78,7 @@ class _Run:
     seen_prompts: set[str] = field(default_factory=set)
     tried_pairs: set[tuple[str, str]] = field(default_factory=set)
     spend: dict[str, int] = field(
-        default_factory=lambda: {"baseline": 0, "reflection": 0, "screening": 0, "gate": 0}
+        default_factory=lambda: dict.fromkeys(("baseline", "reflection", "screening", "gate"), 0)
     )
     warnings: list[str] = field(default_factory=list)
     llm_calls: int = 0
@@ -158,6 +161,8 @@ def _select_parent(run: _Run) -> Candidate:
     population = run.population
     if len(population) == 1:
         return population[0]
+    if run.rng.random() < run.settings.exploit_rate:
+        return _best(population)
     weights = [0] * len(population)
     for example_id in population[0].scores:
         top = max(c.scores.get(example_id, 0.0) for c in population)
@@ -224,27 +229,37 @@ def _known_train_results(run: _Run, candidate: Candidate) -> list[tuple[str, Map
 async def _reflection_batch(
     run: _Run, parent: Candidate
 ) -> tuple[list[tuple[str, Mapping[str, Any]]], list[tuple[str, Mapping, Evaluation]]]:
-    """The screening batch and the failures to show: the parent runs on a fresh minibatch;
-    failures it already had on train (known, at no cost) are added, those not shown before
-    and with distinct feedback first, so one LLM call sees as many kinds of problem as it can."""
+    """The screening batch and the failures to show. The parent runs on a fresh train
+    minibatch; failures already known (on train, and with `reflect_on_valset` on the valset,
+    where the parent was scored in full) are added at no cost, distinct feedback and those
+    not shown before first, so one LLM call sees as many kinds of problem as it can. The
+    screening batch is the train part: the valset part is judged by the gate."""
     batch = _next_train(run, run.settings.minibatch_size)
     await _evaluate_many(run, parent, batch, split="train", phase="reflection")
     known = _known_train_results(run, parent)
+    if run.settings.reflect_on_valset:
+        known += [
+            (i, x, e)
+            for i, x in run.val
+            if (e := run.evaluator.cached(parent.prompt, x)) is not None
+        ]
     fresh_ids = {i for i, _ in batch}
-    failing = [(i, x, e) for i, x, e in known if e.score < _PASS]
     shown_before = run.shown.setdefault(parent.id, set())
+    failing = [(i, x, e) for i, x, e in known if e.score < _PASS]
     failing.sort(key=lambda r: (r[0] not in fresh_ids, r[0] in shown_before))
     chosen: list[tuple[str, Mapping, Evaluation]] = []
     feedbacks: set[str] = set()
+    limit = run.settings.max_failures_shown
     for record in failing:  # distinct symptoms first, then the rest
-        if record[2].feedback not in feedbacks and len(chosen) < run.settings.max_failures_shown:
+        if record[2].feedback not in feedbacks and len(chosen) < limit:
             chosen.append(record)
             feedbacks.add(record[2].feedback)
     for record in failing:
-        if record not in chosen and len(chosen) < run.settings.max_failures_shown:
+        if record not in chosen and len(chosen) < limit:
             chosen.append(record)
     shown_before.update(i for i, _, _ in chosen)
-    screen = list(batch) + [(i, x) for i, x, _ in chosen if i not in fresh_ids]
+    train_ids = {i for i, _ in run.train}
+    screen = list(batch) + [(i, x) for i, x, _ in chosen if i in train_ids and i not in fresh_ids]
     return screen, chosen
 
 
@@ -298,11 +313,16 @@ async def _propose(run: _Run) -> tuple[str, Candidate, list[Candidate], list, st
 
 
 def _screen_passed(
-    run: _Run, parent: Candidate, child: Candidate, results: Mapping[str, Evaluation], screen: list
+    run: _Run,
+    parent: Candidate,
+    child: Candidate,
+    results: Mapping[str, Evaluation],
+    screen: list,
 ) -> bool:
     """The child must beat its parent on the screening batch (strictly: a tie is not worth a
-    gate's calls), or, where the parent passed the whole batch, tie it with a shorter prompt
-    (a cheaper prompt is progress on the front)."""
+    gate's calls). Where the parent passed the whole batch there is nothing to beat: a
+    reflection child (made from failures elsewhere) must only not fall, any other child must
+    also be shorter (a cheaper prompt is progress on the front)."""
     child_total = parent_total = 0.0
     for example_id, example in screen:
         if example_id not in results:
@@ -311,15 +331,19 @@ def _screen_passed(
         parent_total += run.evaluator.cached(parent.prompt, example).score  # type: ignore[union-attr]
     if child_total > parent_total + 1e-9:
         return True
-    perfect = parent_total >= len(screen) * _PASS
-    return perfect and child_total >= parent_total - 1e-9 and len(child.prompt) < len(parent.prompt)
+    if parent_total < len(screen) * _PASS or child_total < parent_total - 1e-9:
+        return False
+    return child.origin == "reflection" or len(child.prompt) < len(parent.prompt)
 
 
 async def _gate(run: _Run, parent: Candidate, child: Candidate) -> GateVerdict:
     """Judge the child on the valset examples its parent was scored on: target first (a
     child that fixes nothing is refused before control is paid for), then control, stopping
     at the first regression the noise allowance cannot absorb."""
-    plan = plan_gate(parent.scores, run.settings.gate_noise, run.settings.gate_alpha)
+    settings = run.settings
+    plan = plan_gate(
+        parent.scores, settings.gate_noise, settings.gate_alpha, settings.gate_gain_alpha
+    )
     by_id = dict(run.val)
     target = [(i, by_id[i]) for i in plan.target_ids]
     control = [(i, by_id[i]) for i in plan.control_ids]

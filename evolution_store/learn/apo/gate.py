@@ -1,10 +1,11 @@
 """The regression gate a child passes before it becomes a `candidate`.
 
 Target = the valset examples its parent failed, control = those the parent passed. The child
-must raise the target's mean score, and the number of control examples whose score falls must
-stay within what evaluation noise explains: a one-sided exact binomial test of that count
-against the flip rate `noise` (0 for a deterministic evaluator, so then no control example may
-fall). A child that regresses control is refused whatever its total."""
+must raise the target's mean score; the number of control examples whose score falls must
+stay within what evaluation noise explains (a one-sided exact binomial test of that count
+against the flip rate `noise`; with `noise` 0, for a deterministic evaluator, no control
+example may fall); and its total over the valset must beat the parent's. A child that
+regresses control is refused whatever its total."""
 
 from __future__ import annotations
 
@@ -44,16 +45,36 @@ class GatePlan:
     allowed_regressions: int
     noise: float
     alpha: float
+    gain_alpha: float = 1.0
 
 
-def plan_gate(parent_scores: dict[str, float], noise: float = 0.0, alpha: float = 0.05) -> GatePlan:
+def plan_gate(
+    parent_scores: dict[str, float],
+    noise: float = 0.0,
+    alpha: float = 0.05,
+    gain_alpha: float = 1.0,
+) -> GatePlan:
     target = [i for i, s in parent_scores.items() if s < PASS_SCORE - _EPS]
     control = [i for i, s in parent_scores.items() if s >= PASS_SCORE - _EPS]
-    return GatePlan(target, control, max_allowed_failures(len(control), noise, alpha), noise, alpha)
+    allowed = max_allowed_failures(len(control), noise, alpha)
+    return GatePlan(target, control, allowed, noise, alpha, gain_alpha)
+
+
+def gain_p_value(improved: int, fallen: int) -> float:
+    """One-sided exact sign test: the chance of at least `improved` rises among the examples
+    that changed, were a rise and a fall equally likely (the child no better than noise)."""
+    from scipy import stats
+
+    changed = improved + fallen
+    return float(stats.binom.sf(improved - 1, changed, 0.5)) if changed else 1.0
 
 
 def _mean(values: list[float]) -> float:
     return math.fsum(values) / len(values) if values else 0.0
+
+
+def _total(scores: dict[str, float]) -> float:
+    return math.fsum(scores.values())
 
 
 def target_improved(plan: GatePlan, parent: dict[str, float], child: dict[str, float]) -> bool:
@@ -100,6 +121,15 @@ def judge(
     elif plan.target_ids and not target_improved(plan, parent, child):
         passed = False
         reason = f"no gain on target: fixed {len(improved)} of {len(plan.target_ids)}"
+    elif plan.target_ids and (
+        _total(child) <= _total(parent) + _EPS
+        or gain_p_value(len(improved), len(fallen)) > plan.gain_alpha
+    ):
+        passed = False
+        reason = (
+            f"gain not beyond noise: fixed {len(improved)} target examples, "
+            f"{len(fallen)} control examples fell"
+        )
     elif not plan.target_ids and not cheaper:
         passed = False
         reason = "parent already passes every example and the child costs no less"
