@@ -12,10 +12,12 @@ only `trainset` and `valset`, and never makes more than `max_metric_calls` metri
 from __future__ import annotations
 
 import asyncio
+import functools
 import hashlib
 import random
 import threading
 import warnings
+from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, fields
 from typing import Any
@@ -84,7 +86,7 @@ class _Run:
     llm_calls: int = 0
     generation: int = 0
     train_order: list[int] = field(default_factory=list)
-    shown: dict[str, set[str]] = field(default_factory=dict)
+    shown: Counter[str] = field(default_factory=Counter)
 
     def warn_once(self, message: str) -> None:
         if message not in self.warnings:
@@ -244,9 +246,8 @@ async def _reflection_batch(
             if (e := run.evaluator.cached(parent.prompt, x)) is not None
         ]
     fresh_ids = {i for i, _ in batch}
-    shown_before = run.shown.setdefault(parent.id, set())
     failing = [(i, x, e) for i, x, e in known if e.score < _PASS]
-    failing.sort(key=lambda r: (r[0] not in fresh_ids, r[0] in shown_before))
+    failing.sort(key=lambda r: (run.shown[r[0]], r[0] not in fresh_ids))
     chosen: list[tuple[str, Mapping, Evaluation]] = []
     feedbacks: set[str] = set()
     limit = run.settings.max_failures_shown
@@ -257,7 +258,7 @@ async def _reflection_batch(
     for record in failing:
         if record not in chosen and len(chosen) < limit:
             chosen.append(record)
-    shown_before.update(i for i, _, _ in chosen)
+    run.shown.update(i for i, _, _ in chosen)
     train_ids = {i for i, _ in run.train}
     screen = list(batch) + [(i, x) for i, x, _ in chosen if i in train_ids and i not in fresh_ids]
     return screen, chosen
@@ -546,10 +547,11 @@ async def optimize_prompt_async(
         await recorder.close()
         if isinstance(llm, str) and client is not None:
             client.close()
-    population = run.population
+    # Members NSGA-II dropped as parents passed their gate all the same: all are offered.
+    promoted = [baseline] + [c for c in run.candidates if c.status == "candidate"]
     return OptimizeResult(
-        best=_best(population),
-        front=pareto_front(population),
+        best=_best(promoted),
+        front=pareto_front(promoted),
         candidates=run.candidates,
         baseline=baseline,
         metric_calls=run.evaluator.calls,
@@ -562,39 +564,16 @@ async def optimize_prompt_async(
     )
 
 
-def optimize_prompt(
-    seed_prompt: str,
-    trainset: Sequence[Mapping[str, Any]],
-    valset: Sequence[Mapping[str, Any]] | None,
-    evaluate: EvaluateFn,
-    *,
-    llm: Any = "http://127.0.0.1:1234/v1",
-    llm_model: str | None = None,
-    max_metric_calls: int = 2000,
-    seed: int = 0,
-    store: Any = None,
-    agent: str = "agent",
-    progress: Callable[[Progress], None] | None = None,
-    **tuning: Any,
-) -> OptimizeResult:
+@functools.wraps(optimize_prompt_async, assigned=("__annotations__", "__type_params__"))
+def optimize_prompt(*args: Any, **kwargs: Any) -> OptimizeResult:
     """Evolve `seed_prompt` to succeed more often on `evaluate`, at no more than
     `max_metric_calls` calls of it. `evaluate(prompt, example)` (sync or async) returns an
     `Evaluation` or a float score in [0, 1]. `llm` is an OpenAI-compatible base URL, an object
     with `.complete(messages) -> str`, or None (heuristic mutations only). With `store` (a
     database URL or an `EvolutionStore`) every candidate, evaluation, gate and LLM call is
     recorded. Same seed, evaluations and LLM replies give the same result. Tuning keywords:
-    `ApoSettings`."""
-    kwargs = dict(
-        llm=llm,
-        llm_model=llm_model,
-        max_metric_calls=max_metric_calls,
-        seed=seed,
-        store=store,
-        agent=agent,
-        progress=progress,
-        **tuning,
-    )
-    coroutine = optimize_prompt_async(seed_prompt, trainset, valset, evaluate, **kwargs)
+    `ApoSettings`. (The signature is `optimize_prompt_async`'s.)"""
+    coroutine = optimize_prompt_async(*args, **kwargs)
     try:
         asyncio.get_running_loop()
     except RuntimeError:
