@@ -346,3 +346,35 @@ def test_a_recorded_run_leaves_lineage_evaluations_gates_and_llm_spans_in_the_st
     assert any(e["kind"] == "regression" for e in stored["experiments"])
     optimizer = [s for s in stored["spans"] if s.get("agent") == "evolution.optimizer"]
     assert len([s for s in optimizer if s["name"].startswith("chat")]) == result.llm_calls
+
+
+def test_an_evaluate_that_raises_fails_that_example_with_one_warning(llm_server):
+    def flaky(prompt: str, example: dict) -> Evaluation:
+        if example["id"] in ("t3", "v5"):
+            raise ConnectionError("agent timed out")
+        return evaluate(prompt, example)
+
+    with pytest.warns(RuntimeWarning) as caught:
+        result = optimize_prompt(
+            SEED, TRAIN, VAL, flaky, llm=llm_server.base_url, seed=0, max_metric_calls=150
+        )
+    assert len([w for w in caught if "agent timed out" in str(w.message)]) == 1
+    assert result.baseline.scores["v5"] == 0.0 and result.best.success > 0
+
+
+@pytest.mark.filterwarnings("ignore:evaluate\\(\\) raised:RuntimeWarning")
+def test_an_evaluate_that_always_raises_is_a_clear_error():
+    def broken(prompt: str, example: dict) -> float:
+        raise KeyError("answer")
+
+    with pytest.raises(RuntimeError, match="raised on every valset example"):
+        optimize_prompt(SEED, TRAIN, VAL, broken, llm=None, max_metric_calls=50)
+
+
+def test_splits_numbered_alike_keep_their_examples_apart(llm_server):
+    train = [{**e, "id": i} for i, e in enumerate(examples("t", 8))]
+    val = [{**e, "id": i, "question": f"other {i}"} for i, e in enumerate(examples("v", 8))]
+    result = optimize_prompt(
+        "Help.", train, val, evaluate, llm=llm_server.base_url, seed=0, max_metric_calls=60
+    )
+    assert set(result.baseline.scores) == {f"val:{i}" for i in range(8)}

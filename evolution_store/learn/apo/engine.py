@@ -143,6 +143,12 @@ async def _evaluate_many(
         complete = False
     if records:
         await run.recorder.evaluations(candidate, records)
+    if run.evaluator.errors:
+        first = run.evaluator.first_error
+        run.warn_once(
+            f"evaluate() raised ({type(first).__name__}: {first}); "
+            "such calls count as failures (score 0)"
+        )
     return results, complete
 
 
@@ -435,6 +441,11 @@ async def _baseline(run: _Run, seed_prompt: str) -> Candidate:
     run.seen_prompts.add(seed_prompt)
     run.candidates.append(seed)
     results, _ = await _evaluate_many(run, seed, run.val, split="val", phase="baseline")
+    if results and run.evaluator.errors == len(results):
+        # Every call failing is a bug in evaluate, not a bad prompt: searching on is pointless.
+        raise RuntimeError(
+            f"evaluate() raised on every valset example; the first: {run.evaluator.first_error!r}"
+        ) from run.evaluator.first_error
     _val_measure(seed, results)
     seed.status = "experimental"
     await run.recorder.set_status(seed, "experimental", "the seed prompt, scored on the valset")
@@ -469,6 +480,15 @@ def _examples(name: str, examples: Sequence[Mapping[str, Any]], prefix: str) -> 
     return list(zip(ids, examples, strict=True))
 
 
+def _split_apart(train: list, val: list) -> list:
+    """The valset with `val:` before any id that names a different train example (two
+    splits numbered from 0, say), so every id means one example in the store and the gate."""
+    by_id = dict(train)
+    return [
+        (f"val:{i}" if i in by_id and by_id[i] != example else i, example) for i, example in val
+    ]
+
+
 async def optimize_prompt_async(
     seed_prompt: str,
     trainset: Sequence[Mapping[str, Any]],
@@ -496,7 +516,7 @@ async def optimize_prompt_async(
     if max_metric_calls < 1:
         raise ValueError("max_metric_calls must be at least 1")
     train = _examples("trainset", trainset, "train")
-    val = _examples("valset", valset, "val") if valset else list(train)
+    val = _split_apart(train, _examples("valset", valset, "val")) if valset else list(train)
     if not train:
         raise ValueError("trainset is empty")
     recorder: Recorder = NullRecorder() if store is None else StoreRecorder(store)

@@ -91,6 +91,9 @@ class Evaluator:
         self.calls = 0
         self._capture = capture
         self._cache: dict[tuple[str, bytes], Evaluation] = {}
+        #: calls whose `evaluate` raised; each counts as a failure (score 0) of the prompt
+        self.errors = 0
+        self.first_error: Exception | None = None
 
     @property
     def remaining(self) -> int:
@@ -116,9 +119,9 @@ class Evaluator:
         measured = None
         if self._capture is not None:
             with self._capture.call() as measured:
-                raw = await self._invoke(prompt, example)
+                raw = await self._invoke_guarded(prompt, example)
         else:
-            raw = await self._invoke(prompt, example)
+            raw = await self._invoke_guarded(prompt, example)
         evaluation = _as_evaluation(raw)
         tokens, latency = evaluation.tokens, evaluation.latency_ms
         if tokens is None:
@@ -126,6 +129,16 @@ class Evaluator:
         if latency is None:
             latency = measured.latency_ms if measured and measured.spans else 0.0
         return replace(evaluation, tokens=float(tokens), latency_ms=float(latency))
+
+    async def _invoke_guarded(self, prompt: str, example: dict) -> Any:
+        """An agent that crashes on an example has failed it: one flaky call must not end a
+        long run. The error becomes the feedback; the engine says so once."""
+        try:
+            return await self._invoke(prompt, example)
+        except Exception as exc:  # noqa: BLE001 - any failure of the user's agent is a score
+            self.errors += 1
+            self.first_error = self.first_error or exc
+            return Evaluation(score=0.0, feedback=f"evaluate() raised {type(exc).__name__}: {exc}")
 
     async def _invoke(self, prompt: str, example: dict) -> Any:
         result = self._evaluate(prompt, example)
