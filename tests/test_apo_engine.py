@@ -378,3 +378,30 @@ def test_splits_numbered_alike_keep_their_examples_apart(llm_server):
         "Help.", train, val, evaluate, llm=llm_server.base_url, seed=0, max_metric_calls=60
     )
     assert set(result.baseline.scores) == {f"val:{i}" for i in range(8)}
+
+
+def test_running_again_records_a_second_run_beside_the_first(llm_server, tmp_path):
+    from evolution_store import EvolutionStore
+
+    url = f"sqlite:///{tmp_path / 'runs.db'}"
+    runs = [
+        optimize_prompt(
+            SEED,
+            TRAIN,
+            VAL,
+            evaluate,
+            llm=llm_server.base_url,
+            seed=0,
+            max_metric_calls=40,
+            store=url,
+        )
+        for _ in range(2)
+    ]
+    assert runs[0].run_id != runs[1].run_id
+    assert [c.prompt for c in runs[0].candidates] == [c.prompt for c in runs[1].candidates]
+
+    async def tasks(run_id: str) -> int:
+        async with await EvolutionStore.open(url) as store:
+            return len((await store.list_tasks(tag=f"apo-run:{run_id}", limit=1000)).items)
+
+    assert asyncio.run(tasks(runs[0].run_id)) == asyncio.run(tasks(runs[1].run_id)) > 0

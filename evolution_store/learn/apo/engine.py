@@ -1,10 +1,11 @@
 """APO: Pareto prompt evolution that learns from failure feedback, gated against regressions.
 
 One iteration makes one child of a population member: by reflection (an LLM reads the parent's
-failures on a train minibatch and rewrites it), by crossover of two members that succeed on
-different examples, or by a heuristic mutation. The child is screened on that minibatch and,
-if it beats its parent there, judged by the regression gate on the valset (target first, then
-control, stopping as soon as the verdict is known). Children that pass become `candidate`s and
+failures — on a fresh train minibatch, and those already known on train and valset — with
+their feedback, and rewrites it), by crossover of two members that succeed on different
+examples, or by a heuristic mutation. The child is screened on the train examples involved
+and, if it beats its parent there, judged by the regression gate on the valset (target first,
+then control, stopping as soon as the verdict is known). Children that pass become `candidate`s and
 join the population, which NSGA-II trims over (success, -tokens, -latency). The search sees
 only `trainset` and `valset`, and never makes more than `max_metric_calls` metric calls.
 """
@@ -15,6 +16,7 @@ import asyncio
 import functools
 import hashlib
 import random
+import secrets
 import threading
 import warnings
 from collections import Counter
@@ -95,8 +97,10 @@ class _Run:
 
 
 def _run_id(seed_prompt: str, seed: int) -> str:
-    digest = hashlib.sha256(f"{seed}\0{seed_prompt}".encode()).hexdigest()[:12]
-    return f"{digest}-{seed}"
+    """Names the run in the store: the seed prompt's digest, the seed, and a random part so
+    that running again records a new run (the search itself uses only the seeded rng)."""
+    digest = hashlib.sha256(seed_prompt.encode()).hexdigest()[:8]
+    return f"{digest}-{seed}-{secrets.token_hex(3)}"
 
 
 # -- evaluation ---------------------------------------------------------------------------------
