@@ -27,6 +27,8 @@ def test_the_meta_prompt_shows_the_prompt_then_each_failure_with_input_and_feedb
         "<improved_prompt>\nBe helpful.\nUse euros.\nQ: {{ q }}\n</improved_prompt>",
         "Here is the improved prompt:\nBe helpful.\nUse euros.\nQ: {{ q }}",
         "```\nBe helpful.\nUse euros.\nQ: {{ q }}",  # an unclosed fence
+        '{"prompt": "Be helpful.\\nUse euros.\\nQ: {{ q }}"}',
+        "```python\nBe helpful.\nUse euros.\nQ: {{ q }}\n```",
     ],
 )
 def test_replies_are_parsed_whatever_their_shape(reply):

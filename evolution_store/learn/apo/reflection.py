@@ -78,19 +78,37 @@ _LANGUAGES = {"", "text", "txt", "markdown", "md", "prompt", "jinja", "jinja2", 
 
 def parse_reply(reply: str | None, current: str) -> str | None:
     """The improved prompt in an LLM reply, or None when there is none or it is the current
-    prompt again. Reads a fenced block (the longest, if several), else a tagged one, else the
-    plain text without a chatty first line: real models stray from the format asked for."""
+    prompt again. Reads a fenced block (the longest, if several; a prose or template one before
+    any other), else a tagged one, else a JSON object's prompt field, else the plain text
+    without a chatty first line: real models stray from the format asked for."""
     if not reply or not reply.strip():
         return None
-    blocks = [body for lang, body in _FENCE.findall(reply) if lang.lower() in _LANGUAGES]
+    fenced = _FENCE.findall(reply)
+    blocks = [body for lang, body in fenced if lang.lower() in _LANGUAGES] or [
+        body for _lang, body in fenced
+    ]
     tagged = [body for _tag, body in _TAGGED.findall(reply)]
     if blocks:
         text = max(blocks, key=len)
     elif tagged:
         text = max(tagged, key=len)
     else:
-        text = _PREAMBLE.sub("", reply, count=1)
+        text = _json_prompt(reply) or _PREAMBLE.sub("", reply, count=1)
     text = text.strip().strip("`").strip()
     if not text or not different(text, current):
         return None
     return text
+
+
+def _json_prompt(reply: str) -> str | None:
+    """`{"prompt": "..."}` and the like, which models tuned for JSON output send."""
+    try:
+        value = orjson.loads(reply.strip())
+    except orjson.JSONDecodeError:
+        return None
+    if not isinstance(value, dict):
+        return None
+    for key in ("prompt", "improved_prompt", "new_prompt", "instructions", "instruction"):
+        if isinstance(value.get(key), str):
+            return value[key]
+    return None
