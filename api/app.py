@@ -32,6 +32,7 @@ from .routers import (
     executions,
     experiments,
     markers,
+    patterns,
     prompts,
     rewards,
     spans,
@@ -121,7 +122,18 @@ def create_app(
     install_error_handlers(app)
     install_openapi(app)
 
-    for module in (tasks, executions, spans, rewards, stats, prompts, agents, experiments, markers):
+    for module in (
+        tasks,
+        executions,
+        spans,
+        rewards,
+        stats,
+        prompts,
+        agents,
+        experiments,
+        markers,
+        patterns,
+    ):
         app.include_router(module.router, prefix=API_PREFIX)
 
     app.include_router(otlp_router, dependencies=[WriteAuth])

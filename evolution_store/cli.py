@@ -8,6 +8,7 @@ and prints; a startup failure is one line on stderr and a non-zero exit, never a
     evolution-store experiments show <id> --url http://127.0.0.1:8000
     evolution-store train apo --agent support --seed-prompt p.j2 --dataset ex.jsonl \\
         --evaluate my_eval:evaluate --out apo-run              # learners: cli_train.py
+    evolution-store learn patterns --agent support --since 7d  # miners: cli_learn.py
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from typing import Any
 
 import click
 
+from .cli_learn import learn
 from .cli_registry import experiments, prompts
 from .cli_train import train
 
@@ -139,3 +141,4 @@ def upgrade(store_url: str | None) -> None:
 cli.add_command(prompts)
 cli.add_command(experiments)
 cli.add_command(train)
+cli.add_command(learn)

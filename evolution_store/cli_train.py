@@ -163,17 +163,23 @@ def load_evaluate(spec: str) -> Callable[..., Any]:
     return target
 
 
+def needs_learn_extra(command: str, exc: ModuleNotFoundError) -> click.ClickException:
+    """The one-line error for `command` when a learner's dependency (DEAP) is missing: the base
+    install leaves the learners out. A missing module of our own is a bug, not an install
+    matter: `exc` is raised again."""
+    if not exc.name or exc.name.startswith("evolution_store"):
+        raise exc
+    return click.ClickException(
+        f"{command} needs the learn extra ({exc.name} is not installed): {LEARN_EXTRA_HINT}"
+    )
+
+
 def _load_engine() -> Callable[..., OptimizeResult]:
-    """`optimize_prompt`, or a one-line error naming the extra when its dependencies (DEAP)
-    are missing: the base install leaves the learners out."""
+    """`optimize_prompt`, or the one-line error naming the extra (`needs_learn_extra`)."""
     try:
         from .learn import optimize_prompt
     except ModuleNotFoundError as exc:
-        if exc.name and not exc.name.startswith("evolution_store"):
-            raise click.ClickException(
-                f"train apo needs the learn extra ({exc.name} is not installed): {LEARN_EXTRA_HINT}"
-            ) from exc
-        raise
+        raise needs_learn_extra("train apo", exc) from exc
     return optimize_prompt
 
 

@@ -67,6 +67,8 @@ executions = sa.Table(
     sa.Column("ended_at", sa.BigInteger, nullable=True),
     sa.Column("origin", Varchar(8), nullable=False, server_default="api"),
     sa.UniqueConstraint("task_id", "attempt", name="uq_executions_task_attempt"),
+    # The pattern learner reads executions newest first, from a time on (migration 0007).
+    sa.Index("ix_executions_created", "created_at", "id"),
 )
 
 spans = sa.Table(
@@ -340,4 +342,35 @@ experiment_results = sa.Table(
     sa.Column("tokens", sa.Float, nullable=True),
     sa.Column("latency_ms", sa.Float, nullable=True),
     sa.Column("created_at", sa.BigInteger, nullable=False),
+)
+
+
+# -- the pattern learner (DESIGN §7) ------------------------------------------------------------
+
+# One row per condition and context (`id` is a digest of the two), updated by every mining run
+# that finds it again; the JSON columns are the Pattern record's parts as the miner made them.
+patterns = sa.Table(
+    "patterns",
+    metadata,
+    sa.Column("id", Varchar(64), primary_key=True),
+    # The context's agent and task name, copied out of `context` for the filters.
+    sa.Column("agent", Varchar(500), nullable=True),
+    sa.Column("task_name", Varchar(500), nullable=True),
+    sa.Column("kind", Varchar(16), nullable=False),
+    sa.Column("context", sa.Text, nullable=False),
+    sa.Column("condition", sa.Text, nullable=False),
+    sa.Column("feature", sa.Text, nullable=False),
+    sa.Column("effect", sa.Text, nullable=False),
+    sa.Column("evidence", sa.Text, nullable=False),
+    sa.Column("explanation", sa.Text, nullable=False),
+    sa.Column("status", Varchar(16), nullable=False),
+    # The sort keys of a list: q ascending, then |difference| descending.
+    sa.Column("q_value", sa.Float, nullable=False),
+    sa.Column("effect_size", sa.Float, nullable=False),
+    sa.Column("first_seen", sa.BigInteger, nullable=False),
+    sa.Column("last_seen", sa.BigInteger, nullable=False),
+    sa.Column("applied", sa.Text, nullable=True),
+    # The mining run (one `save_patterns` call) that last found it.
+    sa.Column("run_id", Varchar(64), nullable=False),
+    sa.Index("ix_patterns_agent_status", "agent", "status"),
 )

@@ -15,6 +15,10 @@ from . import (
     aggregates,
     experiment_queries,
     experiment_writes,
+    pattern_apply,
+    pattern_facts,
+    pattern_queries,
+    pattern_writes,
     prompt_writes,
     queries,
     registry_queries,
@@ -26,6 +30,7 @@ from .db_errors import first_line, is_bad_value, is_database_error
 from .errors import InvalidInput, StorageError
 from .group_commit import GroupCommitWriter, WriteContext
 from .models import ExecutionIn, RewardIn, SpanRecord, TaskIn
+from .pattern_facts import ExecutionFacts
 from .promote import PriceTable
 from .queries import Page, RewardQuery, SpanQuery
 from .registry_models import (
@@ -493,6 +498,90 @@ class EvolutionStore:
             lambda conn, ctx: experiment_writes.add_results(conn, ctx, experiment_id, results)
         )
         return await self.get_experiment(experiment_id)
+
+    # -- the pattern learner (DESIGN §7) -----------------------------------------------------
+
+    async def execution_facts(
+        self,
+        *,
+        agent: str | None = None,
+        since: int | None = None,
+        reward_name: str = "reward",
+        limit: int | None = None,
+    ) -> list[ExecutionFacts]:
+        """What the pattern learner reads: the facts of every execution created at or after
+        `since` (ns), newest first, at most `limit`; with `agent`, those whose agent (the most
+        frequent among their spans) it is. `ExecutionFacts` says what each field counts. A
+        few statements per few thousand executions, never one per execution."""
+        return await self._read(
+            pattern_facts.execution_facts,
+            self._backend,
+            agent=agent,
+            since=since,
+            reward_name=reward_name,
+            limit=limit,
+        )
+
+    async def save_patterns(
+        self, patterns: list[dict[str, Any]], *, scope: dict[str, Any]
+    ) -> dict[str, int]:
+        """Store a mining run's patterns (upsert by id) and mark stale the active patterns of
+        `scope` (`{"agent": A}` or `{"agent": None}` for all) it did not find, in one commit.
+        Returns `{"new", "updated", "stale"}` counts."""
+        return await self._writer.submit(
+            lambda conn, ctx: pattern_writes.save_patterns(conn, ctx, patterns, scope=scope)
+        )
+
+    async def list_patterns(
+        self,
+        *,
+        agent: str | None = None,
+        kind: str | None = None,
+        status: str | None = None,
+        context: str | None = None,
+        max_q: float | None = None,
+        cursor: str | None = None,
+        limit: int = 100,
+    ) -> Page:
+        """Patterns by q, then effect size; `context` is "overall", "agent:<name>" or
+        "task:<name>" (`pattern_queries.context_filter`)."""
+        return await self._read(
+            pattern_queries.list_patterns,
+            agent=agent,
+            kind=kind,
+            status=status,
+            context=context,
+            max_q=max_q,
+            cursor=cursor,
+            limit=limit,
+        )
+
+    async def get_pattern(self, pattern_id: str) -> dict[str, Any]:
+        return await self._read(pattern_queries.get_pattern, pattern_id)
+
+    async def mark_pattern_applied(
+        self, pattern_id: str, applied: dict[str, Any]
+    ) -> dict[str, Any]:
+        """Set a pattern `applied` with what was done (`Conflict` if it already was)."""
+        await self._writer.submit(
+            lambda conn, ctx: pattern_writes.mark_applied(conn, ctx, pattern_id, applied)
+        )
+        return await self.get_pattern(pattern_id)
+
+    async def apply_pattern(self, pattern_id: str, *, applied_by: str) -> dict[str, Any]:
+        """Turn a pattern into a proposal a person reviews (`pattern_apply` says which) and
+        mark it applied, with a `pattern.applied` marker, in one transaction. `NotFound`, or
+        `Conflict` with the reason it cannot be applied."""
+        # Refused early when the pattern alone says no: a refusal inside the writer's
+        # transaction would roll back the writes grouped with it. The write checks again,
+        # as the pattern may change in between.
+        pattern_apply.plan(await self.get_pattern(pattern_id))
+        await self._writer.submit(
+            lambda conn, ctx: pattern_apply.apply_in_transaction(
+                conn, ctx, pattern_id, applied_by=applied_by
+            )
+        )
+        return await self.get_pattern(pattern_id)
 
     async def explain(self, statement: Any) -> str:
         """The database's plan for a query (tests use it to check indexes are used)."""

@@ -389,6 +389,17 @@ class BaseClient:
     def _list_markers(**filters: Any) -> Call:
         return Call("GET", "/markers", _query(**filters))
 
+    # --- patterns (DESIGN §7) ---------------------------------------------------------------
+
+    @staticmethod
+    def _list_patterns(**filters: Any) -> Call:
+        return Call("GET", "/patterns", _query(**filters))
+
+    @staticmethod
+    def _apply_pattern(pattern_id: str) -> Call:
+        # Not retried: a second apply answers 409 (already applied), hiding the first's success.
+        return Call("POST", f"/patterns/{segment(pattern_id)}/apply", idempotent=False)
+
 
 def retry_after_seconds(value: str | None) -> float | None:
     """A `Retry-After` header (seconds or an HTTP date) as seconds from now; None if absent."""

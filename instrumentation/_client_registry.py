@@ -1,5 +1,6 @@
-"""The prompt registry's calls (DESIGN §7: prompts, labels, experiments, markers) on both REST
-clients, kept apart from `_client.py` so neither file outgrows its job.
+"""The prompt registry's calls (DESIGN §7: prompts, labels, experiments, markers) and the
+pattern learner's results (patterns) on both REST clients, kept apart from `_client.py` so
+neither file outgrows its job.
 
 `RegistryMethods` is a base of `EvolutionClient`, `AsyncRegistryMethods` of
 `AsyncEvolutionClient`: the same names and signatures, the second awaited. Requests are built
@@ -8,7 +9,8 @@ touches an event loop.
 
 Retries follow the clients' rule: reads, `create_prompt` (the server answers the stored row
 for the same agent, content and parents) and `set_label` (a PUT) are retried; lifecycle moves,
-approvals and experiment writes are not, since a repeat would answer 409 and hide the success.
+approvals, experiment writes and applying a pattern are not, since a repeat would answer 409
+and hide the success.
 """
 
 from __future__ import annotations
@@ -210,6 +212,40 @@ class RegistryMethods(BaseClient):
             )
         )
 
+    # patterns
+    def list_patterns(
+        self,
+        *,
+        agent: str | None = None,
+        kind: str | None = None,
+        status: str | None = None,
+        context: str | None = None,
+        max_q: float | None = None,
+        cursor: str | None = None,
+        limit: int = 100,
+    ) -> dict[str, Any]:
+        """One page of mined patterns, lowest q-value first (then the largest effect);
+        `context` is `overall`, `agent:<name>` or `task:<name>`."""
+        return self._send(
+            self._list_patterns(
+                agent=agent,
+                kind=kind,
+                status=status,
+                context=context,
+                max_q=max_q,
+                cursor=cursor,
+                limit=limit,
+            )
+        )
+
+    def get_pattern(self, pattern_id: str) -> dict[str, Any]:
+        """One pattern with its effect, evidence and explanation."""
+        return self._send(Call("GET", f"/patterns/{segment(pattern_id)}"))
+
+    def apply_pattern(self, pattern_id: str) -> dict[str, Any]:
+        """Turn the pattern into an A/B experiment or a config proposal (409 says why not)."""
+        return self._send(self._apply_pattern(pattern_id))
+
 
 class AsyncRegistryMethods(BaseClient):
     """The twin of `RegistryMethods` for `AsyncEvolutionClient`: same methods, awaited."""
@@ -393,3 +429,37 @@ class AsyncRegistryMethods(BaseClient):
                 limit=limit,
             )
         )
+
+    # patterns
+    async def list_patterns(
+        self,
+        *,
+        agent: str | None = None,
+        kind: str | None = None,
+        status: str | None = None,
+        context: str | None = None,
+        max_q: float | None = None,
+        cursor: str | None = None,
+        limit: int = 100,
+    ) -> dict[str, Any]:
+        """One page of mined patterns, lowest q-value first (then the largest effect);
+        `context` is `overall`, `agent:<name>` or `task:<name>`."""
+        return await self._send(
+            self._list_patterns(
+                agent=agent,
+                kind=kind,
+                status=status,
+                context=context,
+                max_q=max_q,
+                cursor=cursor,
+                limit=limit,
+            )
+        )
+
+    async def get_pattern(self, pattern_id: str) -> dict[str, Any]:
+        """One pattern with its effect, evidence and explanation."""
+        return await self._send(Call("GET", f"/patterns/{segment(pattern_id)}"))
+
+    async def apply_pattern(self, pattern_id: str) -> dict[str, Any]:
+        """Turn the pattern into an A/B experiment or a config proposal (409 says why not)."""
+        return await self._send(self._apply_pattern(pattern_id))

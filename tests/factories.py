@@ -7,10 +7,13 @@ tasks and rewards. Every builder fills in valid defaults and takes overrides as 
 
 from __future__ import annotations
 
+import hashlib
 import itertools
 import secrets
 import time
 from typing import Any
+
+import orjson
 
 from evolution_store.models import RewardIn, SpanRecord, TaskIn
 from evolution_store.promote import PriceTable
@@ -95,6 +98,53 @@ def reward_body(value: float = 1.0, **overrides: Any) -> dict[str, Any]:
 
 def reward_in(value: float = 1.0, **overrides: Any) -> RewardIn:
     return RewardIn(**reward_body(value, **overrides))
+
+
+def pattern(
+    condition: str = "config.temperature <= 0.3",
+    *,
+    kind: str = "success",
+    agent: str | None = "support",
+    task_name: str | None = None,
+    feature: dict[str, Any] | None = None,
+    q: float = 0.001,
+    difference: float = 0.3,
+    **overrides: Any,
+) -> dict[str, Any]:
+    """A Pattern as the miner hands it to `EvolutionStore.save_patterns` (DESIGN §7): its id
+    the digest of its context and condition, success 0.5 + `difference` against 0.5."""
+    context = {"agent": agent, "task_name": task_name}
+    digest = hashlib.sha256(orjson.dumps([context, condition], option=orjson.OPT_SORT_KEYS))
+    with_, without = 0.5 + difference, 0.5
+    made: dict[str, Any] = {
+        "id": digest.hexdigest()[:16],
+        "kind": kind,
+        "context": context,
+        "condition": condition,
+        "feature": feature or {"type": "config", "key": "temperature", "op": "<=", "value": 0.3},
+        "effect": {
+            "outcome": "success_rate",
+            "with": with_,
+            "without": without,
+            "difference": difference,
+            "ci95": [difference - 0.1, difference + 0.1],
+        },
+        "evidence": {
+            "test": "fisher_exact",
+            "p_value": q / 10,
+            "q_value": q,
+            "n_with": 140,
+            "n_without": 300,
+            "with_ci95": [with_ - 0.07, with_ + 0.06],
+            "without_ci95": [0.45, 0.55],
+            "secondary": None,
+            "sample_span_ids": {"with": [span_id()], "without": [span_id()]},
+        },
+        "explanation": f"runs with {condition} succeed {with_:.0%} (n=140) against "
+        f"{without:.0%} otherwise (n=300); q={q:g}, Fisher, BH",
+    }
+    made.update(overrides)
+    return made
 
 
 class FailingStore:

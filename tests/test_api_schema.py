@@ -136,6 +136,7 @@ def test_conflicts_are_documented_where_they_happen():
         "PUT /api/v1/agents/{agent}/labels/{label}",
         "POST /api/v1/experiments/{experiment_id}/stop",
         "POST /api/v1/experiments/{experiment_id}/results",
+        "POST /api/v1/patterns/{pattern_id}/apply",
     }
 
 

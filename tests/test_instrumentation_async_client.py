@@ -6,6 +6,7 @@ import json
 
 import httpx
 import pytest
+from factories import pattern
 
 from instrumentation import AsyncEvolutionClient, EvolutionClientError
 
@@ -49,6 +50,15 @@ async def client(api):
         "http://evo.test", api_key="k1", transport=httpx.MockTransport(api)
     ) as c:
         yield c
+
+
+TOOL_FEATURE = {"type": "tool", "key": None, "op": "used", "value": "search"}
+
+
+def pattern_of(prompt_id, **overrides):
+    """A success pattern `prompt = prompt_id` of agent triage."""
+    feature = {"type": "prompt", "key": None, "op": "=", "value": prompt_id}
+    return pattern(f"prompt = {prompt_id}", agent="triage", feature=feature, **overrides)
 
 
 SPAN = {"trace_id": "a" * 32, "span_id": "b" * 16, "name": "chat", "start_time": 1}
@@ -414,6 +424,33 @@ CALLS += [
         ),
         None,
     ),
+    # The pattern learner's results (DESIGN §7).
+    (
+        "list_patterns",
+        lambda c: c.list_patterns(
+            agent="triage", kind="failure", status="active", context="task:refund", max_q=0.01
+        ),
+        (
+            "GET",
+            "/api/v1/patterns",
+            [
+                ["agent", "triage"],
+                ["kind", "failure"],
+                ["status", "active"],
+                ["context", "task:refund"],
+                ["max_q", "0.01"],
+                ["limit", "100"],
+            ],
+        ),
+        None,
+    ),
+    ("get_pattern", lambda c: c.get_pattern("3f2a"), ("GET", "/api/v1/patterns/3f2a", []), None),
+    (
+        "apply_pattern",
+        lambda c: c.apply_pattern("3f 2a"),
+        ("POST", "/api/v1/patterns/3f%202a/apply", []),
+        None,
+    ),
 ]
 
 
@@ -513,6 +550,7 @@ async def test_registry_writes_a_repeat_would_refuse_are_not_retried(client, api
         lambda: client.create_experiment("a", variants={"p1": 0.5, "p2": 0.5}),
         lambda: client.stop_experiment("x1"),
         lambda: client.add_experiment_results("x1", []),
+        lambda: client.apply_pattern("3f2a"),  # a second apply answers 409
     ):
         api.requests.clear()
         api.script = [httpx.Response(503, headers={"Retry-After": "0"})]
@@ -523,6 +561,8 @@ async def test_registry_writes_a_repeat_would_refuse_are_not_retried(client, api
         lambda: client.create_prompt("a", "same content"),  # answers the stored row again
         lambda: client.set_label("a", "staging", "p1"),
         lambda: client.resolve_prompt("a"),
+        lambda: client.list_patterns(),
+        lambda: client.get_pattern("3f2a"),
     ):
         api.requests.clear()
         api.script = [httpx.Response(503, headers={"Retry-After": "0"})]
@@ -605,3 +645,31 @@ async def test_registry_round_trip_against_the_app(app_client):
     assert {"prompt.promoted", "prompt.label_moved", "experiment.started"} <= set(kinds)
     promoted = (await c.list_markers(agent="triage", kind="prompt.promoted", limit=1))["items"]
     assert promoted[0]["after"]["prompt_id"] == v2["id"]
+
+
+async def test_patterns_round_trip_against_the_app(app_client, store):
+    c = app_client
+    v1 = await c.create_prompt("triage", "v1 {{ x }}", status="candidate")
+    await c.approve_prompt(v1["id"])
+    v2 = await c.create_prompt("triage", "v2 {{ x }}", status="candidate")
+    better = pattern_of(v2["id"], q=0.001)
+    tool = pattern("tool search used", agent="triage", q=0.01, feature=TOOL_FEATURE)
+    await store.save_patterns([better, tool], scope={"agent": "triage"})
+
+    page = await c.list_patterns(agent="triage", limit=1)
+    assert [p["id"] for p in page["items"]] == [better["id"]] and page["next_cursor"]
+    assert [p["id"] for p in (await c.list_patterns(max_q=0.005))["items"]] == [better["id"]]
+    assert (await c.list_patterns(context="agent:triage", kind="failure"))["items"] == []
+    assert (await c.get_pattern(tool["id"]))["evidence"]["q_value"] == 0.01
+
+    applied = await c.apply_pattern(better["id"])
+    assert applied["status"] == "applied"
+    experiment = await c.get_experiment(applied["applied"]["experiment_id"])
+    assert [v["prompt_id"] for v in experiment["variants"]] == [v1["id"], v2["id"]]
+    for refused in (better["id"], tool["id"]):
+        with pytest.raises(EvolutionClientError) as caught:
+            await c.apply_pattern(refused)
+        assert caught.value.status == 409
+    assert "not a setting the store can change" in caught.value.detail
+    marker = (await c.list_markers(agent="triage", kind="pattern.applied"))["items"][0]
+    assert marker["after"]["pattern_id"] == better["id"]

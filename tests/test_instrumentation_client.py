@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 
 import httpx
 import pytest
+from factories import pattern
 
+from evolution_store import EvolutionStore
 from instrumentation import EvolutionClient, EvolutionClientError
 
 
@@ -47,6 +50,15 @@ def api():
 def client(api):
     with EvolutionClient("http://evo.test", api_key="k1", transport=httpx.MockTransport(api)) as c:
         yield c
+
+
+TOOL_FEATURE = {"type": "tool", "key": None, "op": "used", "value": "search"}
+
+
+def pattern_of(prompt_id, **overrides):
+    """A success pattern `prompt = prompt_id` of agent triage."""
+    feature = {"type": "prompt", "key": None, "op": "=", "value": prompt_id}
+    return pattern(f"prompt = {prompt_id}", agent="triage", feature=feature, **overrides)
 
 
 SPAN = {"trace_id": "a" * 32, "span_id": "b" * 16, "name": "chat", "start_time": 1}
@@ -412,6 +424,33 @@ CALLS += [
         ),
         None,
     ),
+    # The pattern learner's results (DESIGN §7).
+    (
+        "list_patterns",
+        lambda c: c.list_patterns(
+            agent="triage", kind="failure", status="active", context="task:refund", max_q=0.01
+        ),
+        (
+            "GET",
+            "/api/v1/patterns",
+            [
+                ["agent", "triage"],
+                ["kind", "failure"],
+                ["status", "active"],
+                ["context", "task:refund"],
+                ["max_q", "0.01"],
+                ["limit", "100"],
+            ],
+        ),
+        None,
+    ),
+    ("get_pattern", lambda c: c.get_pattern("3f2a"), ("GET", "/api/v1/patterns/3f2a", []), None),
+    (
+        "apply_pattern",
+        lambda c: c.apply_pattern("3f 2a"),
+        ("POST", "/api/v1/patterns/3f%202a/apply", []),
+        None,
+    ),
 ]
 
 
@@ -511,6 +550,7 @@ def test_registry_writes_a_repeat_would_refuse_are_not_retried(client, api):
         lambda: client.create_experiment("a", variants={"p1": 0.5, "p2": 0.5}),
         lambda: client.stop_experiment("x1"),
         lambda: client.add_experiment_results("x1", []),
+        lambda: client.apply_pattern("3f2a"),  # a second apply answers 409
     ):
         api.requests.clear()
         api.script = [httpx.Response(503, headers={"Retry-After": "0"})]
@@ -521,6 +561,8 @@ def test_registry_writes_a_repeat_would_refuse_are_not_retried(client, api):
         lambda: client.create_prompt("a", "same content"),  # answers the stored row again
         lambda: client.set_label("a", "staging", "p1"),
         lambda: client.resolve_prompt("a"),
+        lambda: client.list_patterns(),
+        lambda: client.get_pattern("3f2a"),
     ):
         api.requests.clear()
         api.script = [httpx.Response(503, headers={"Retry-After": "0"})]
@@ -592,3 +634,39 @@ def test_registry_round_trip_against_a_live_server(live_server, store_url):
         assert {"prompt.promoted", "prompt.label_moved", "experiment.started"} <= set(kinds)
         promoted = c.list_markers(agent="triage", kind="prompt.promoted", limit=1)["items"]
         assert promoted[0]["after"]["prompt_id"] == v2["id"]
+
+
+def test_patterns_round_trip_against_a_live_server(live_server, store_url):
+    async def seed(patterns):
+        store = await EvolutionStore.open(store_url)
+        try:
+            await store.save_patterns(patterns, scope={"agent": "triage"})
+        finally:
+            await store.close()
+
+    server = live_server(store_url)
+    with EvolutionClient(server.url) as c:
+        v1 = c.create_prompt("triage", "v1 {{ x }}", status="candidate")
+        c.approve_prompt(v1["id"])
+        v2 = c.create_prompt("triage", "v2 {{ x }}", status="candidate")
+        better = pattern_of(v2["id"], q=0.001)
+        tool = pattern("tool search used", agent="triage", q=0.01, feature=TOOL_FEATURE)
+        asyncio.run(seed([better, tool]))  # the miner's write, beside the server
+
+        page = c.list_patterns(agent="triage", limit=1)
+        assert [p["id"] for p in page["items"]] == [better["id"]] and page["next_cursor"]
+        assert [p["id"] for p in c.list_patterns(max_q=0.005)["items"]] == [better["id"]]
+        assert c.list_patterns(context="agent:triage", kind="failure")["items"] == []
+        assert c.get_pattern(tool["id"])["evidence"]["q_value"] == 0.01
+
+        applied = c.apply_pattern(better["id"])
+        assert applied["status"] == "applied"
+        experiment = c.get_experiment(applied["applied"]["experiment_id"])
+        assert [v["prompt_id"] for v in experiment["variants"]] == [v1["id"], v2["id"]]
+        for refused in (better["id"], tool["id"]):
+            with pytest.raises(EvolutionClientError) as caught:
+                c.apply_pattern(refused)
+            assert caught.value.status == 409
+        assert "not a setting the store can change" in caught.value.detail
+        marker = c.list_markers(agent="triage", kind="pattern.applied")["items"][0]
+        assert marker["after"]["pattern_id"] == better["id"]

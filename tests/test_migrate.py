@@ -9,7 +9,7 @@ import sqlalchemy as sa
 from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
-from factories import span_record
+from factories import pattern, span_record
 from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -124,3 +124,31 @@ async def test_migrations_go_down_and_up_with_the_data(store: EvolutionStore) ->
         found = await store.list_spans(SpanQuery(attributes=attributes))
         assert [span["span_id"] for span in found.items] == [record.span_id], attributes
     assert (await store.list_spans(SpanQuery(attributes={"session.id": "s-2"}))).items == []
+
+
+async def _names(conn: AsyncConnection) -> tuple[set[str], set[str]]:
+    """(table names, index names of `executions`)."""
+
+    def read(sync: Connection) -> tuple[set[str], set[str]]:
+        inspector = sa.inspect(sync)
+        indexes = {index["name"] for index in inspector.get_indexes("executions")}
+        return set(inspector.get_table_names()), indexes
+
+    return await conn.run_sync(read)
+
+
+async def test_patterns_migration_goes_down_and_up(store: EvolutionStore) -> None:
+    # 0007: the patterns table and executions by creation time, gone at 0006 and back after.
+    made = pattern()
+    await store.save_patterns([made], scope={"agent": None})
+    engine = store._writer_engine  # noqa: SLF001 - migrations run on the writer's engine
+    async with engine.begin() as conn:
+        await conn.run_sync(_downgrade_on, "0006")
+        tables, indexes = await _names(conn)
+        assert "patterns" not in tables and "ix_executions_created" not in indexes
+    await upgrade_engine(engine)
+    async with engine.connect() as conn:
+        tables, indexes = await _names(conn)
+        assert "patterns" in tables and "ix_executions_created" in indexes
+    assert (await store.list_patterns()).items == []  # a pattern is mined again, not kept
+    assert (await store.save_patterns([made], scope={"agent": None}))["new"] == 1

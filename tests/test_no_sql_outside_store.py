@@ -15,6 +15,7 @@ CHECKED = [
     ROOT / "evolution_store" / "cli.py",
     ROOT / "evolution_store" / "cli_registry.py",
     ROOT / "evolution_store" / "cli_train.py",
+    ROOT / "evolution_store" / "cli_learn.py",
     *sorted((ROOT / "evolution_store" / "learn").rglob("*.py")),
 ]
 # A bare call or one through the SQLAlchemy module (`list.insert(...)` is not SQL).

@@ -1,6 +1,7 @@
 """`/markers`: when something changed (DESIGN §7). Approving or rolling back a prompt, moving
-a label, starting or stopping an experiment each store a span named `evolution.marker` in the
-same transaction as the change; this lists them, newest first, for timelines and learners.
+a label, starting or stopping an experiment, applying a pattern: each stores a span named
+`evolution.marker` in the same transaction as the change; this lists them, newest first, for
+timelines and learners.
 """
 
 from __future__ import annotations
@@ -26,8 +27,8 @@ async def list_markers(
 ) -> dict[str, Any]:
     """Markers, newest first: `{id, trace_id, kind, agent, time, time_unix_nano, before,
     after, attributes}`. `kind` is e.g. `prompt.promoted`, `prompt.rolled_back`,
-    `prompt.label_moved`, `experiment.started`, `experiment.stopped`; `start_after` /
-    `start_before` bound the time (Unix ns, exclusive)."""
+    `prompt.label_moved`, `experiment.started`, `experiment.stopped`, `pattern.applied`;
+    `start_after` / `start_before` bound the time (Unix ns, exclusive)."""
     page = await store.list_markers(
         agent=agent,
         kind=kind,

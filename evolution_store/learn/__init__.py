@@ -7,6 +7,7 @@ try:
     from .apo.candidates import Candidate, OptimizeResult, Progress
     from .apo.engine import ApoSettings, optimize_prompt, optimize_prompt_async
     from .apo.evaluation import Evaluation
+    from .patterns import MinerSettings, find_patterns, mine_patterns
 except ModuleNotFoundError as exc:  # pragma: no cover - depends on the installed extras
     if exc.name in ("deap", "moocore"):
         raise ModuleNotFoundError(
@@ -19,8 +20,11 @@ __all__ = [
     "ApoSettings",
     "Candidate",
     "Evaluation",
+    "MinerSettings",
     "OptimizeResult",
     "Progress",
+    "find_patterns",
+    "mine_patterns",
     "optimize_prompt",
     "optimize_prompt_async",
 ]
