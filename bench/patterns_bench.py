@@ -344,7 +344,8 @@ def report(result: dict[str, Any]) -> None:
     print(
         f"\noutcome={result['outcome']}: {d['executions']:,} executions, "
         f"{d['conditions']} candidate conditions, {d['contexts']} contexts, {d['tests']:,} tests "
-        f"({d['scipy_tests']:,} rerun one by one with scipy's exact test), {d['findings']} findings, "
+        f"({d['scipy_tests']:,} rerun one by one with scipy's exact test), "
+        f"{d['findings']} findings, "
         f"{d['dropped_by_agent_check']} dropped by the agent check, {d['patterns']} patterns"
     )
     print_table(

@@ -4,7 +4,7 @@ reader engine for every read."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Mapping, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from typing import Any
 
 from sqlalchemy import event
@@ -15,6 +15,7 @@ from . import (
     aggregates,
     experiment_queries,
     experiment_writes,
+    llm_call_queries,
     pattern_apply,
     pattern_facts,
     pattern_queries,
@@ -521,6 +522,37 @@ class EvolutionStore:
             reward_name=reward_name,
             limit=limit,
         )
+
+    # -- the exports (evolution_store.learn.export) --------------------------------------------
+
+    async def llm_calls(
+        self,
+        *,
+        agent: str,
+        since: int | None = None,
+        reward_name: str = "reward",
+        batch: int = llm_call_queries.DEFAULT_BATCH,
+    ) -> AsyncIterator[list[dict[str, Any]]]:
+        """The LLM calls of `agent` started at or after `since` (ns), in start order, in pages
+        of at most `batch`, each with its prompt and completion as chat messages and the mean
+        of its linked rewards named `reward_name` (`llm_call_queries.llm_calls` says which
+        attributes and which rewards). Memory stays at one page whatever the store's size."""
+        try:
+            async for page in llm_call_queries.llm_calls(
+                self._reader_engine,
+                self._backend,
+                agent=agent,
+                since=since,
+                reward_name=reward_name,
+                batch=batch,
+            ):
+                yield page
+        except Exception as exc:
+            if is_bad_value(exc):
+                raise InvalidInput(f"unusable value in the query: {first_line(exc)}") from exc
+            if not is_database_error(exc):
+                raise
+            raise StorageError(f"database read failed: {first_line(exc)}") from exc
 
     async def save_patterns(
         self, patterns: list[dict[str, Any]], *, scope: dict[str, Any]

@@ -13,6 +13,9 @@ prompt = evo.get_prompt("support-bot", key=user_id, fallback="Answer: {{ questio
 with evo.task("answer", input={"q": question}, prompt=prompt) as t:
     reply = answer(prompt.render(question=question))
     t.reward(1.0 if reply == expected else 0.0)
+
+policy = evo.Policy.load("learned/policy.json")  # a PPO run's output; logs its decisions
+action, prob = policy.choose("next_step", {"intent": "refund"}, ["search", "answer"])
 ```
 
 Importing this package loads only the OpenTelemetry API/SDK and httpx; the server stack
@@ -22,6 +25,7 @@ Importing this package loads only the OpenTelemetry API/SDK and httpx; the serve
 from ._client import AsyncEvolutionClient, EvolutionClient
 from ._config import TracingSession, configure
 from ._context import TaskHandle, task
+from ._decisions import Policy, decide
 from ._decorator import track_evolution
 from ._exceptions import EvolutionClientError
 from ._prompts import PromptHandle, get_prompt
@@ -32,10 +36,12 @@ __all__ = [
     "AsyncEvolutionClient",
     "EvolutionClient",
     "EvolutionClientError",
+    "Policy",
     "PromptHandle",
     "TaskHandle",
     "TracingSession",
     "configure",
+    "decide",
     "emit_reward",
     "get_prompt",
     "make_link_attributes",

@@ -25,6 +25,9 @@ EXPECTED_ALL = {
     "AsyncEvolutionClient",
     # DESIGN §7: how prompts reach agents
     "get_prompt",
+    # DESIGN §7: decisions PPO learns from, and the learned policy that makes them
+    "decide",
+    "Policy",
     # what those return or raise
     "EvolutionClientError",
     "TaskHandle",
