@@ -11,6 +11,12 @@ evaluation and gate in the store (`--db`, as the other commands), where a person
         --dataset examples.jsonl --evaluate my_eval:evaluate --budget 500 --out apo-run
     evolution-store train apo --agent support --from-registry \\
         --dataset store:agent=support,limit=200 --evaluate my_eval:evaluate --out apo-run
+
+`train ppo` learns one decision's policy from the decisions an agent logged
+(`evolution_store.learn.ppo.train_ppo`) and writes it where `instrumentation.Policy.load`
+reads it:
+
+    evolution-store train ppo --agent support --decision next_step --out ppo-run
 """
 
 from __future__ import annotations
@@ -509,3 +515,90 @@ def apo(
         click.echo(json.dumps(result.summary(), indent=2, ensure_ascii=False, default=str))
     else:
         _report(result, paths, None if url is None else redact_url(url))
+
+
+# -- train ppo ----------------------------------------------------------------------------------
+
+PPO_FILES = ("learned_policy.json", "policy.json")
+
+
+@train.command("ppo")
+@click.option("--agent", required=True, metavar="NAME", help="The agent whose decisions are read.")
+@click.option(
+    "--decision",
+    required=True,
+    metavar="NAME",
+    help="Which decision to learn (the `name` given to decide() / Policy.choose).",
+)
+@click.option(
+    "--db",
+    metavar="URL",
+    help="Database URL where the decisions were logged. "
+    "[default: $EVOLUTION_STORE_URL, else sqlite:///./evolution.db]",
+)
+@click.option(
+    "--out",
+    required=True,
+    type=click.Path(file_okay=False, path_type=Path),
+    metavar="DIR",
+    help=f"Directory for {', '.join(PPO_FILES)} (created if missing).",
+)
+@click.option(
+    "--seed", type=int, default=0, metavar="N", show_default=True, help="Minibatch shuffling seed."
+)
+@click.option(
+    "--behaviour",
+    type=click.Choice(["logged", "estimate"]),
+    default="logged",
+    show_default=True,
+    help="Decisions logged without a prob: leave them out (logged), or estimate their "
+    "behaviour probability from the logged frequencies per state (estimate).",
+)
+def ppo(agent: str, decision: str, db: str | None, out: Path, seed: int, behaviour: str) -> None:
+    """Learn a policy for AGENT's DECISION from its logged decisions and rewards (PPO).
+
+    Episodes are executions, steps the decision's spans in order, a step's reward the rewards
+    linked to its span, the run's rewards on its last step. Writes learned_policy.json (per
+    action and state figures, per-round diagnostics) and policy.json, which
+    `instrumentation.Policy.load` reads to make the decision in the agent.
+    """
+    from .learn.ppo import policy_document, train_ppo
+
+    async def run(store: Any) -> Any:
+        return await train_ppo(
+            store, agent=agent, decision=decision, seed=seed, behaviour=behaviour
+        )
+
+    result = _call_store(db, run)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        documents = (result.to_dict(), policy_document(result))
+        for name, document in zip(PPO_FILES, documents, strict=True):
+            text = json.dumps(document, indent=2, ensure_ascii=False, default=str)
+            (out / name).write_text(text + "\n", encoding="utf-8")
+    except OSError as exc:
+        raise click.ClickException(f"cannot write to {out}: {exc.strerror or exc}") from exc
+    _ppo_report(result, [out / name for name in PPO_FILES])
+
+
+def _ppo_report(result: Any, paths: Sequence[Path]) -> None:
+    """One line per update round (CleanRL's figures), then what was learned from."""
+    click.echo(
+        f"{'round':>5} {'epochs':>6} {'loss':>9} {'kl':>8} {'clip':>6} {'entropy':>8} {'ev':>7}"
+    )
+    for r in result.rounds:
+        ev = "-" if r.explained_variance is None else f"{r.explained_variance:.3f}"
+        click.echo(
+            f"{r.round:>5} {r.epochs:>6} {r.surrogate_loss:>9.4f} {r.kl:>8.5f} "
+            f"{r.clip_fraction:>6.3f} {r.entropy:>8.4f} {ev:>7}"
+        )
+    used = f"{result.steps_used} steps used"
+    if result.steps_without_prob:
+        what = (
+            f"{result.steps_estimated} with an estimated prob"
+            if result.behaviour == "estimate"
+            else "left out (no logged prob; --behaviour estimate uses them)"
+        )
+        used += f", {result.steps_without_prob} without prob: {what}"
+    click.echo(used)
+    click.echo("wrote " + ", ".join(str(path) for path in paths))

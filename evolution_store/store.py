@@ -13,6 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from . import (
     aggregates,
+    decision_queries,
     experiment_queries,
     experiment_writes,
     llm_call_queries,
@@ -521,6 +522,23 @@ class EvolutionStore:
             since=since,
             reward_name=reward_name,
             limit=limit,
+        )
+
+    # -- PPO on logged decisions (evolution_store.learn.ppo) ----------------------------------
+
+    async def decision_steps(
+        self, *, agent: str, decision: str, since: int | None = None
+    ) -> list[dict[str, Any]]:
+        """`agent`'s decisions named `decision` started at or after `since` (ns), as episodes
+        (one per execution, steps in `sequence` order, run-level rewards on the last step):
+        `decision_queries.decision_steps` says what each holds. A few statements, whatever
+        the number of executions."""
+        return await self._read(
+            decision_queries.decision_steps,
+            self._backend,
+            agent=agent,
+            decision=decision,
+            since=since,
         )
 
     # -- the exports (evolution_store.learn.export) --------------------------------------------

@@ -31,6 +31,7 @@ Deterministic given `seed` (it only shuffles the minibatches).
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import math
 from collections import Counter, defaultdict
@@ -574,3 +575,67 @@ def policy_document(result: PPOResult) -> dict[str, Any]:
         "weights": [list(row) for row in document["weights"]],
         "value_weights": list(document["value_weights"]),
     }
+
+
+# -- from the store ----------------------------------------------------------------------------
+
+
+def episodes_from_steps(found: Sequence[dict[str, Any]]) -> list[Episode]:
+    """`Episode`s from what `EvolutionStore.decision_steps` returns (rewards already credited)."""
+    return [
+        Episode(
+            steps=tuple(
+                Step(
+                    state=dict(step["state"]),
+                    actions=tuple(step["actions"]),
+                    action=step["action"],
+                    prob=step["prob"],
+                    reward=float(step["reward"]),
+                )
+                for step in episode["steps"]
+            )
+        )
+        for episode in found
+        if episode["steps"]
+    ]
+
+
+async def train_ppo(
+    store: Any,
+    *,
+    agent: str,
+    decision: str,
+    since: int | None = None,
+    gamma: float = 0.99,
+    lam: float = 0.95,
+    clip: float = 0.2,
+    epochs: int = 4,
+    lr: float | None = None,
+    entropy_coef: float = 0.01,
+    seed: int = 0,
+    behaviour: Literal["logged", "estimate"] = "logged",
+) -> PPOResult:
+    """PPO on `agent`'s logged decisions named `decision` (since `since`, ns) in `store` (an
+    `EvolutionStore`): one episode per execution, `fit_ppo` with these settings (`lr=None`:
+    `PPOSettings`' default). `InvalidInput` when there is no decision to learn from."""
+    # Settings first: a bad value must not cost a read of every decision.
+    tuning: dict[str, Any] = {} if lr is None else {"lr": lr}
+    settings = PPOSettings(
+        gamma=gamma,
+        lam=lam,
+        clip=clip,
+        epochs=epochs,
+        entropy_coef=entropy_coef,
+        seed=seed,
+        behaviour=behaviour,
+        **tuning,
+    )
+    found = await store.decision_steps(agent=agent, decision=decision, since=since)
+    episodes = episodes_from_steps(found)
+    if not episodes:
+        raise InvalidInput(
+            f"no decision named {decision!r} logged by agent {agent!r}", field="decision"
+        )
+    # The fit is seconds of NumPy: in a worker thread, the caller's event loop (a server's,
+    # a progress display's) keeps running meanwhile.
+    return await asyncio.to_thread(fit_ppo, episodes, settings)
