@@ -240,8 +240,9 @@ def _known_train_results(run: _Run, candidate: Candidate) -> list[tuple[str, Map
 
 async def _reflection_batch(
     run: _Run, parent: Candidate
-) -> tuple[list[tuple[str, Mapping[str, Any]]], list[tuple[str, Mapping, Evaluation]]]:
-    """The screening batch and the failures to show. The parent runs on a fresh train
+) -> tuple[list[tuple[str, Mapping[str, Any]]], list[tuple[str, Mapping, Evaluation]], list]:
+    """The screening batch, the failures to show and the train examples the parent passes
+    (read once: finding them walks the whole trainset). The parent runs on a fresh train
     minibatch; failures already known (on train, and with `reflect_on_valset` on the valset,
     where the parent was scored in full) are added at no cost, distinct feedback and those
     not shown before first, so one LLM call sees as many kinds of problem as it can. The
@@ -249,6 +250,7 @@ async def _reflection_batch(
     batch = _next_train(run, run.settings.minibatch_size)
     await _evaluate_many(run, parent, batch, split="train", phase="reflection")
     known = _known_train_results(run, parent)
+    passes = [x for _i, x, e in known if e.score >= _PASS]
     if run.settings.reflect_on_valset:
         known += [
             (i, x, e)
@@ -271,7 +273,7 @@ async def _reflection_batch(
     run.shown.update(i for i, _, _ in chosen)
     train_ids = {i for i, _ in run.train}
     screen = list(batch) + [(i, x) for i, x, _ in chosen if i in train_ids and i not in fresh_ids]
-    return screen, chosen
+    return screen, chosen, passes
 
 
 def _ask_llm(run: _Run, messages: list[dict]) -> str | None:
@@ -305,12 +307,12 @@ async def _propose(run: _Run) -> tuple[str, Candidate, list[Candidate], list, st
         lead, other = pair
         return "crossover", lead, [lead, other], [], crossover(lead.prompt, other.prompt)
     parent = _select_parent(run)
-    screen, failures = await _reflection_batch(run, parent)
+    screen, failures, passes = await _reflection_batch(run, parent)
     use_llm = run.llm is not None and rng.random() >= run.settings.heuristic_rate
     if use_llm and failures:
-        passed = sum(1 for _i, _x, e in _known_train_results(run, parent) if e.score >= _PASS)
         shown = [Failure(x, e.feedback, e.score) for _i, x, e in failures]
-        reply = await asyncio.to_thread(_ask_llm, run, meta_prompt(parent.prompt, shown, passed))
+        messages = meta_prompt(parent.prompt, shown, len(passes))
+        reply = await asyncio.to_thread(_ask_llm, run, messages)
         if reply is not None:
             return "reflection", parent, [parent], screen, parse_reply(reply, parent.prompt) or ""
     if use_llm and not failures:
@@ -318,7 +320,7 @@ async def _propose(run: _Run) -> tuple[str, Candidate, list[Candidate], list, st
     name = rng.choice(sorted(HEURISTIC_MUTATIONS))
     context = MutationContext(
         failures=[(x, e.feedback) for _i, x, e in failures],
-        passes=[x for _i, x, e in _known_train_results(run, parent) if e.score >= _PASS],
+        passes=passes,
     )
     return name, parent, [parent], screen, HEURISTIC_MUTATIONS[name](parent.prompt, rng, context)
 
