@@ -17,6 +17,7 @@ from . import (
     experiment_queries,
     experiment_writes,
     llm_call_queries,
+    marker_writes,
     pattern_apply,
     pattern_facts,
     pattern_queries,
@@ -46,12 +47,16 @@ from .registry_models import (
 from .reward_writes import write_reward
 from .span_rows import PreparedBatch, prepare_spans
 from .span_writes import IngestResult, apply_span_batches
+from .store_analysis import AnalysisReads
+from .store_jobs import JobsStore
+from .store_report import ReportReads
+from .store_ui import UiReads
 
 #: Rough bytes per span when the caller cannot say (used for the queue's byte bound).
 APPROX_SPAN_BYTES = 2048
 
 
-class EvolutionStore:
+class EvolutionStore(UiReads, ReportReads, AnalysisReads, JobsStore):
     """Tasks, executions, spans and rewards in SQLite or Postgres.
 
     Open it with `EvolutionStore.open(url)` (migrates by default) and close it when done::
@@ -434,6 +439,30 @@ class EvolutionStore:
         """The prompt `agent` should use now (an A/B variant, sticky by `key`, while one runs)."""
         return await self._read(
             registry_queries.resolve_prompt, self._backend, agent, label=label, key=key
+        )
+
+    async def add_marker(
+        self,
+        *,
+        agent: str,
+        kind: str,
+        before: dict[str, Any] | None = None,
+        after: dict[str, Any] | None = None,
+        attributes: dict[str, Any] | None = None,
+    ) -> str:
+        """Store a marker (`kind` such as `coach.applied`) for `agent`; returns its span id.
+        `attributes` may name another task (`evolution.task.id`) so it lands on a run's own
+        timeline rather than the agent's marker task."""
+        return await self._writer.submit(
+            lambda conn, ctx: marker_writes.write_marker(
+                conn,
+                ctx,
+                agent=agent,
+                kind=kind,
+                before=before,
+                after=after,
+                attributes=attributes,
+            )
         )
 
     async def list_markers(
