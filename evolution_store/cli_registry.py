@@ -28,7 +28,7 @@ import click
 #: who approves when the CLI opens the store itself (the server records a key's fingerprint)
 LOCAL_APPROVER = "local"
 STATUSES = ("draft", "experimental", "candidate", "production", "archived")
-CREATORS = ("human", "apo", "pattern", "coach")
+CREATORS = ("human", "apo", "pattern", "coach", "lab", "ppo")
 
 
 # -- where the call goes ------------------------------------------------------------------------

@@ -54,7 +54,7 @@ class PromptIn(_Strict):
     status: Literal["draft", "experimental", "candidate"] = "draft"
     labels: list[str] = Field(default_factory=list, max_length=20)
     fitness: dict[str, Any] | None = None
-    created_by: Literal["human", "apo", "pattern", "coach"] = "human"
+    created_by: Literal["human", "apo", "pattern", "coach", "lab", "ppo"] = "human"
     note: Text | None = Field(default=None, max_length=10_000)
 
     _content = field_validator("content")(check_template)

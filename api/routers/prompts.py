@@ -19,7 +19,7 @@ from ..deps import Approver, Cursor, Limit, ReadAuth, StoreDep, Text
 router = APIRouter(prefix="/prompts", tags=["prompts"], dependencies=[ReadAuth])
 
 PromptStatus = Literal["draft", "experimental", "candidate", "production", "archived"]
-Creator = Literal["human", "apo", "pattern", "coach"]
+Creator = Literal["human", "apo", "pattern", "coach", "lab", "ppo"]
 Label = Annotated[str | None, Query(min_length=1, max_length=100)]
 
 
