@@ -15,6 +15,7 @@ import platform
 import random
 import sqlite3
 import statistics
+import threading
 import time
 import uuid
 from collections.abc import AsyncIterator, Iterator, Sequence
@@ -306,3 +307,26 @@ def remove_sqlite(path: str) -> None:
     for suffix in ("", "-wal", "-shm"):
         with contextlib.suppress(FileNotFoundError):
             os.remove(path + suffix)
+
+
+class RssSampler:
+    """psutil's RSS of this process every 20 ms, on a daemon thread; `baseline` is the RSS
+    when it started."""
+
+    def __init__(self) -> None:
+        import psutil  # a test extra; only the benches that sample memory need it
+
+        self.process = psutil.Process()
+        self.baseline = self.peak = self.process.memory_info().rss
+        self.stopped = threading.Event()
+        self.thread = threading.Thread(target=self._run, name="rss-sampler", daemon=True)
+        self.thread.start()
+
+    def _run(self) -> None:
+        while not self.stopped.wait(0.02):
+            self.peak = max(self.peak, self.process.memory_info().rss)
+
+    def stop(self) -> int:
+        self.stopped.set()
+        self.thread.join()
+        return max(self.peak, self.process.memory_info().rss)

@@ -47,12 +47,10 @@ import resource
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from typing import Any
 
-import psutil
-from _common import machine_note, print_table, remove_sqlite
+from _common import RssSampler, machine_note, print_table, remove_sqlite
 
 from evolution_store import EvolutionStore
 from evolution_store.models import ExecutionIn, RewardIn, SpanRecord, TaskIn
@@ -250,31 +248,11 @@ async def load(url: str, executions: int, spans: int, seed: int) -> dict[str, fl
 # -- mining (in a process of its own) -------------------------------------------------------------
 
 
-class RssSampler:
-    """psutil's RSS of this process every 20 ms, on a daemon thread."""
-
-    def __init__(self) -> None:
-        self.process = psutil.Process()
-        self.peak = self.process.memory_info().rss
-        self.stopped = threading.Event()
-        self.thread = threading.Thread(target=self._run, name="rss-sampler", daemon=True)
-        self.thread.start()
-
-    def _run(self) -> None:
-        while not self.stopped.wait(0.02):
-            self.peak = max(self.peak, self.process.memory_info().rss)
-
-    def stop(self) -> int:
-        self.stopped.set()
-        self.thread.join()
-        return max(self.peak, self.process.memory_info().rss)
-
-
 async def mine(url: str, outcome: str, min_support: int, fdr: float) -> dict[str, Any]:
     from evolution_store.learn.patterns import MinerSettings, find_patterns
 
-    baseline = psutil.Process().memory_info().rss
     sampler = RssSampler()
+    baseline = sampler.baseline
     store = await EvolutionStore.open(url, migrate=False)
     try:
         clock = time.perf_counter()

@@ -17,7 +17,9 @@ from typing import Any
 
 import click
 
+from .cli_export import export
 from .cli_learn import learn
+from .cli_ppo import ppo
 from .cli_registry import experiments, prompts
 from .cli_train import train
 
@@ -140,5 +142,7 @@ def upgrade(store_url: str | None) -> None:
 
 cli.add_command(prompts)
 cli.add_command(experiments)
+train.add_command(ppo)
 cli.add_command(train)
 cli.add_command(learn)
+cli.add_command(export)

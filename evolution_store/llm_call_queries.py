@@ -142,14 +142,13 @@ def _spans_statement(dialect: str, since: bool, after: bool) -> sa.Select[Any]:
 
 @functools.cache
 def _linked_statement(dialect: str) -> sa.Select[Any]:
-    """(span pk, reward pk, value) of the rewards named `name` linked to the page's spans."""
+    """(span pk, reward pk, name, value) of the rewards linked to the page's spans. The name
+    is left to the caller, as in `_direct_statement`: given it, SQLite walks every reward of
+    the name (all of them, usually) rather than the page's links."""
     return (
-        sa.select(reward_links.c.span_pk, rewards.c.pk, rewards.c.value)
+        sa.select(reward_links.c.span_pk, rewards.c.pk, rewards.c.name, rewards.c.value)
         .select_from(reward_links.join(rewards, rewards.c.pk == reward_links.c.reward_pk))
-        .where(
-            in_param(reward_links.c.span_pk, "span_pks", dialect),
-            rewards.c.name == sa.bindparam("name", type_=sa.Text),
-        )
+        .where(in_param(reward_links.c.span_pk, "span_pks", dialect))
     )
 
 
@@ -188,10 +187,11 @@ async def _rewards(
     linked = await backend.read_rows(
         conn,
         _linked_statement(dialect),
-        {"span_pks": in_value([row[0] for row in rows], dialect), "name": reward_name},
+        {"span_pks": in_value([row[0] for row in rows], dialect)},
     )
-    for span_pk, pk, value in linked:
-        found.by_span.setdefault(span_pk, {})[pk] = value
+    for span_pk, pk, name, value in linked:
+        if name == reward_name:
+            found.by_span.setdefault(span_pk, {})[pk] = value
     direct = await backend.read_rows(
         conn,
         _direct_statement(dialect),

@@ -25,7 +25,7 @@ Importing this package loads only the OpenTelemetry API/SDK and httpx; the serve
 from ._client import AsyncEvolutionClient, EvolutionClient
 from ._config import TracingSession, configure
 from ._context import TaskHandle, task
-from ._decisions import Policy, decide
+from ._decisions import Policy, decide, policy_registry_agent
 from ._decorator import track_evolution
 from ._exceptions import EvolutionClientError
 from ._prompts import PromptHandle, get_prompt
@@ -46,6 +46,7 @@ __all__ = [
     "get_prompt",
     "make_link_attributes",
     "make_tag_attributes",
+    "policy_registry_agent",
     "task",
     "track_evolution",
     "with_evolution_tracking",

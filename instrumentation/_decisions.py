@@ -28,6 +28,7 @@ from typing import Any
 
 from opentelemetry import trace
 
+from ._prompts import get_prompt
 from ._state import STATE, get_tracer
 
 DECISION_SPAN = "evolution.decision"
@@ -38,6 +39,8 @@ PROB_ATTR = "evolution.decision.prob"
 STATE_PREFIX = "evolution.decision.state."
 AGENT_ATTR = "gen_ai.agent.name"
 POLICY_VERSION = 1
+#: `Policy.load("registry:<agent>/<decision>[@label]")` reads a policy from the prompt registry
+REGISTRY_PREFIX = "registry:"
 
 StateValue = str | int | float | bool
 
@@ -166,6 +169,26 @@ def _category_text(value: Any) -> str:
     return str(value)
 
 
+def policy_registry_agent(agent: str, decision: str) -> str:
+    """The registry agent whose versions are `agent`'s learned policies for `decision`."""
+    return f"{agent}.policy.{decision}"
+
+
+def _registry_document(ref: str) -> Any:
+    path, _, label = ref.partition("@")
+    agent, _, decision = path.rpartition("/")
+    if not agent or not decision:
+        raise ValueError(
+            f"registry reference {REGISTRY_PREFIX}{ref!r}: expected "
+            f"{REGISTRY_PREFIX}<agent>/<decision>[@label]"
+        )
+    prompt = get_prompt(policy_registry_agent(agent, decision), label=label or "production")
+    try:
+        return json.loads(prompt.content)
+    except ValueError as exc:
+        raise ValueError(f"registry policy {ref!r} is not a JSON document: {exc}") from None
+
+
 class Policy:
     """A learned linear softmax policy, as `evolution_store.learn.ppo.policy_document` writes it.
 
@@ -213,7 +236,11 @@ class Policy:
 
     @classmethod
     def load(cls, source: str | os.PathLike[str] | Mapping[str, Any]) -> Policy:
-        """Read a policy document from a JSON file path or a dict.
+        """Read a policy document from a JSON file path, a dict, or the prompt registry:
+        `"registry:<agent>/<decision>"` is the production version that
+        `evolution-store train ppo --register` stored (`@<label>` names another label, e.g.
+        `registry:support/route@latest`), fetched through `get_prompt` (so `configure()`
+        first; cached, with its fallbacks and errors).
 
         Raises `ValueError` when the document is malformed (unknown version, weights not
         n_actions x (n_features + 1), a non-finite number, a negative std), and the usual
@@ -221,6 +248,8 @@ class Policy:
         """
         if isinstance(source, Mapping):
             document: Any = source
+        elif isinstance(source, str) and source.startswith(REGISTRY_PREFIX):
+            document = _registry_document(source[len(REGISTRY_PREFIX) :])
         else:
             with open(source, encoding="utf-8") as f:
                 document = json.load(f)

@@ -28,6 +28,7 @@ EXPECTED_ALL = {
     # DESIGN §7: decisions PPO learns from, and the learned policy that makes them
     "decide",
     "Policy",
+    "policy_registry_agent",  # where `train ppo --register` keeps a decision's policies
     # what those return or raise
     "EvolutionClientError",
     "TaskHandle",

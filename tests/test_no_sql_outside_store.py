@@ -12,10 +12,7 @@ ROOT = Path(__file__).resolve().parent.parent
 CHECKED = [
     *sorted((ROOT / "api").rglob("*.py")),
     *sorted((ROOT / "instrumentation").rglob("*.py")),
-    ROOT / "evolution_store" / "cli.py",
-    ROOT / "evolution_store" / "cli_registry.py",
-    ROOT / "evolution_store" / "cli_train.py",
-    ROOT / "evolution_store" / "cli_learn.py",
+    *sorted((ROOT / "evolution_store").glob("cli*.py")),
     *sorted((ROOT / "evolution_store" / "learn").rglob("*.py")),
 ]
 # A bare call or one through the SQLAlchemy module (`list.insert(...)` is not SQL).

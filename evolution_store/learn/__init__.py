@@ -7,7 +7,9 @@ try:
     from .apo.candidates import Candidate, OptimizeResult, Progress
     from .apo.engine import ApoSettings, optimize_prompt, optimize_prompt_async
     from .apo.evaluation import Evaluation
+    from .export import export
     from .patterns import MinerSettings, find_patterns, mine_patterns
+    from .ppo import train_ppo
 except ModuleNotFoundError as exc:  # pragma: no cover - depends on the installed extras
     if exc.name in ("deap", "moocore"):
         raise ModuleNotFoundError(
@@ -23,8 +25,10 @@ __all__ = [
     "MinerSettings",
     "OptimizeResult",
     "Progress",
+    "export",
     "find_patterns",
     "mine_patterns",
     "optimize_prompt",
     "optimize_prompt_async",
+    "train_ppo",
 ]

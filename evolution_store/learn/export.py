@@ -35,7 +35,7 @@ rewarded completions (a hash-keyed map), not the calls' other fields.
 from __future__ import annotations
 
 import itertools
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import IO, Any
 
@@ -59,10 +59,12 @@ async def export(
     since: int | None = None,
     margin: float = 0.5,
     batch: int = 1000,
+    progress: Callable[[int], None] | None = None,
 ) -> int:
     """Write `agent`'s LLM calls (started at or after `since`, ns) to `out` in `format` (see
     the module docstring for each shape) and return the number of records written. The file
-    is replaced. Raises `InvalidInput` for an unknown format or a margin not above 0, and
+    is replaced. `progress`, when given, is called after each page with the number of calls
+    read so far. Raises `InvalidInput` for an unknown format or a margin not above 0, and
     whatever the store raises for reading."""
     if format not in FORMATS:
         raise InvalidInput(
@@ -71,7 +73,9 @@ async def export(
     if margin <= 0:
         # With a margin of 0, two completions scored alike would be paired in either order.
         raise InvalidInput("margin must be above 0", field="margin")
-    pages = store.llm_calls(agent=agent, since=since, reward_name=reward_name, batch=batch)
+    pages = _counted(
+        store.llm_calls(agent=agent, since=since, reward_name=reward_name, batch=batch), progress
+    )
     if format == "verl":
         return await _write_verl(pages, Path(out), agent=agent, min_reward=min_reward)
     with open(out, "wb") as file:
@@ -87,6 +91,17 @@ async def export(
                 file, (record for call in page if (record := to_record(call, min_reward)))
             )
         return written
+
+
+async def _counted(
+    pages: AsyncIterator[list[Call]], progress: Callable[[int], None] | None
+) -> AsyncIterator[list[Call]]:
+    read = 0
+    async for page in pages:
+        yield page
+        read += len(page)
+        if progress is not None:
+            progress(read)
 
 
 def _write_lines(file: IO[bytes], records: Iterator[dict[str, Any]]) -> int:
