@@ -165,35 +165,42 @@ def _completion_text(call: Call) -> str:
 
 
 class _DpoPairs:
-    """Rewarded completions grouped by prompt, in first-seen order, then paired."""
+    """Rewarded completions grouped by prompt, in first-seen order, then paired. Prompts and
+    completions are kept as their JSON text (the grouping keys themselves), parsed only when a
+    pair is written: a few hundred bytes each rather than a tree of Python objects."""
 
     def __init__(self) -> None:
-        # prompt key -> (prompt, {completion key: [completion, reward sum, count]})
-        self.prompts: dict[bytes, tuple[list[Any], dict[bytes, list[Any]]]] = {}
+        # prompt JSON -> {completion JSON: [reward sum, count]}
+        self.prompts: dict[str, dict[str, list[float]]] = {}
 
     def add(self, page: list[Call]) -> None:
         for call in page:
             if call["reward"] is None:
                 continue
-            key = orjson.dumps(call["prompt"], option=orjson.OPT_SORT_KEYS)
-            _, completions = self.prompts.setdefault(key, (call["prompt"], {}))
-            seen = completions.setdefault(
-                orjson.dumps(call["completion"], option=orjson.OPT_SORT_KEYS),
-                [call["completion"], 0.0, 0],
-            )
-            seen[1] += call["reward"]
-            seen[2] += 1
+            completions = self.prompts.setdefault(_key(call["prompt"]), {})
+            seen = completions.setdefault(_key(call["completion"]), [0.0, 0])
+            seen[0] += call["reward"]
+            seen[1] += 1
 
     def records(self, margin: float) -> Iterator[dict[str, Any]]:
-        for prompt, completions in self.prompts.values():
+        for prompt, completions in self.prompts.items():
             # Best first; ties keep first-seen order (sorted is stable).
             scored = sorted(
-                ((total / count, completion) for completion, total, count in completions.values()),
+                ((total / count, completion) for completion, (total, count) in completions.items()),
                 key=lambda item: -item[0],
             )
             for (better, chosen), (worse, rejected) in itertools.combinations(scored, 2):
                 if better - worse >= margin:
-                    yield {"prompt": prompt, "chosen": chosen, "rejected": rejected}
+                    yield {
+                        "prompt": orjson.loads(prompt),
+                        "chosen": orjson.loads(chosen),
+                        "rejected": orjson.loads(rejected),
+                    }
+
+
+def _key(messages: list[dict[str, Any]]) -> str:
+    # Decoded to str: orjson's bytes keep its whole output buffer (4 KiB), a str is exact.
+    return orjson.dumps(messages, option=orjson.OPT_SORT_KEYS).decode()
 
 
 async def _write_verl(pages: Any, out: Path, *, agent: str, min_reward: float | None) -> int:
