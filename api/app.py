@@ -31,9 +31,11 @@ from .routers import (
     agents,
     executions,
     experiments,
+    jobs,
     markers,
     patterns,
     prompts,
+    reports,
     rewards,
     spans,
     stats,
@@ -133,6 +135,8 @@ def create_app(
         experiments,
         markers,
         patterns,
+        jobs,
+        reports,
     ):
         app.include_router(module.router, prefix=API_PREFIX)
 

@@ -17,11 +17,13 @@ from typing import Any
 
 import click
 
+from .cli_analyze import analyze
 from .cli_export import export
 from .cli_learn import learn
 from .cli_ppo import ppo
 from .cli_registry import experiments, prompts
 from .cli_train import train
+from .cli_worker import worker
 
 PORT = click.IntRange(0, 65535)
 
@@ -145,4 +147,6 @@ cli.add_command(experiments)
 train.add_command(ppo)
 cli.add_command(train)
 cli.add_command(learn)
+cli.add_command(worker)
+cli.add_command(analyze)
 cli.add_command(export)

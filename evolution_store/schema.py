@@ -374,3 +374,51 @@ patterns = sa.Table(
     sa.Column("run_id", Varchar(64), nullable=False),
     sa.Index("ix_patterns_agent_status", "agent", "status"),
 )
+
+
+# -- the worker: its job runs and the reports they store (issue 23) ------------------------------
+
+# A report a job made (the lab technician's analysis, a pattern mining run): what it found as
+# JSON, and what a person reads, rendered once when it is stored.
+reports = sa.Table(
+    "reports",
+    metadata,
+    sa.Column("id", Varchar(64), primary_key=True),
+    sa.Column("kind", Varchar(32), nullable=False),
+    sa.Column("agent", Varchar(200), nullable=True),
+    sa.Column("created_at", sa.BigInteger, nullable=False),
+    # The window of runs the report covers (Unix ns; None: unbounded on that side).
+    sa.Column("window_start", sa.BigInteger, nullable=True),
+    sa.Column("window_end", sa.BigInteger, nullable=True),
+    # The headline figures a list shows (executions, success rate, …); `body` is the whole.
+    sa.Column("summary", sa.Text, nullable=False),
+    sa.Column("body", sa.Text, nullable=False),
+    sa.Column("markdown", sa.Text, nullable=True),
+    sa.Column("html", sa.Text, nullable=True),
+    sa.Column("job_run_id", Varchar(64), nullable=True),
+    sa.Index("ix_reports_created", "created_at", "id"),
+    sa.Index("ix_reports_kind_agent_created", "kind", "agent", "created_at"),
+)
+
+# One run of a worker job: requested (run now, or due on the schedule), claimed by a worker
+# (running), then succeeded or failed with its error.
+job_runs = sa.Table(
+    "job_runs",
+    metadata,
+    sa.Column("id", Varchar(64), primary_key=True),
+    sa.Column("job", Varchar(32), nullable=False),
+    sa.Column("status", Varchar(16), nullable=False),
+    sa.Column("trigger", Varchar(16), nullable=False),
+    sa.Column("agent", Varchar(200), nullable=True),
+    sa.Column("requested_at", sa.BigInteger, nullable=False),
+    sa.Column("started_at", sa.BigInteger, nullable=True),
+    sa.Column("finished_at", sa.BigInteger, nullable=True),
+    # Who claimed it (host and process id), so a stuck run can be traced to its worker.
+    sa.Column("worker", Varchar(200), nullable=True),
+    sa.Column("error", sa.Text, nullable=True),
+    sa.Column("report_id", Varchar(64), nullable=True),
+    # What the run did, as JSON (e.g. the counts of patterns new, updated and stale).
+    sa.Column("result", sa.Text, nullable=True),
+    sa.Index("ix_job_runs_requested", "requested_at", "id"),
+    sa.Index("ix_job_runs_status_requested", "status", "requested_at"),
+)

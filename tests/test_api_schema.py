@@ -102,6 +102,7 @@ LOOKS_UP_BY_NAME = {
     "PUT /api/v1/agents/{agent}/labels/{label}",
     "GET /api/v1/agents/{agent}/prompt",
     "POST /api/v1/experiments",
+    "POST /api/v1/jobs/{name}/run",
 }
 
 

@@ -258,3 +258,24 @@ def test_apo_quickstart_records_a_run_a_person_can_review(live_server, store_url
         assert not items(client, "/prompts", status="production")
         assert items(client, "/experiments", agent="support-bot")
         assert items(client, "/tasks", tag="apo")
+
+
+# -- coach_ga.py ------------------------------------------------------------------------------
+
+
+def test_coach_ga_retunes_a_stalled_ga_and_marks_each_change(live_server, store_url, tmp_path):
+    stdout = run_example("coach_ga.py", "--store", store_url, cwd=tmp_path)
+    first, last = map(float, re.search(r"best ([\d.]+) -> ([\d.]+) over", stdout).groups())
+    assert last < first
+    assert re.search(r"applied at generation \d+: population 6 -> 60", stdout)
+    server = live_server(store_url)
+    with api(server) as client:
+        (marker,) = items(client, "/markers", agent="evolution.coach")
+        assert marker["kind"] == "coach.applied"
+        assert marker["before"] == {"population": 6, "mutation_rate": 0.01, "sigma": 0.01}
+        assert marker["after"] == {"population": 60, "mutation_rate": 0.3, "sigma": 0.4}
+        spans = items(client, "/spans", task_id="coach-ga-3")
+        names = {s["name"] for s in spans}
+        assert "evolution.marker" in names and any(n.startswith("chat ") for n in names)
+        chats = [s for s in spans if s["name"].startswith("chat ")]
+        assert {s["agent"] for s in chats} == {"evolution.coach"}

@@ -3,10 +3,13 @@
 
 from __future__ import annotations
 
+from .analysis import AnalysisReport, analyze
+
 try:
     from .apo.candidates import Candidate, OptimizeResult, Progress
     from .apo.engine import ApoSettings, optimize_prompt, optimize_prompt_async
     from .apo.evaluation import Evaluation
+    from .coach import Application, Coach
     from .export import export
     from .patterns import MinerSettings, find_patterns, mine_patterns
     from .ppo import train_ppo
@@ -19,12 +22,16 @@ except ModuleNotFoundError as exc:  # pragma: no cover - depends on the installe
     raise
 
 __all__ = [
+    "AnalysisReport",
     "ApoSettings",
+    "Application",
     "Candidate",
+    "Coach",
     "Evaluation",
     "MinerSettings",
     "OptimizeResult",
     "Progress",
+    "analyze",
     "export",
     "find_patterns",
     "mine_patterns",

@@ -29,6 +29,7 @@ from typing import Any
 import httpx
 
 from evolution_store.errors import EvolutionStoreError
+from evolution_store.models import SpanRecord
 
 logger = logging.getLogger(__name__)
 
@@ -87,6 +88,38 @@ class LLMCall:
     output_tokens: int
     start_ns: int
     end_ns: int
+
+
+def call_span(
+    call: LLMCall,
+    *,
+    agent: str,
+    trace_id: str,
+    span_id: str,
+    parent_span_id: str | None = None,
+    attributes: dict[str, Any] | None = None,
+) -> SpanRecord:
+    """A learner's own LLM call as a gen_ai client span (model, token counts, error status),
+    so its cost shows among the agent's spans; `attributes` add what the learner knows."""
+    return SpanRecord(
+        trace_id=trace_id,
+        span_id=span_id,
+        parent_span_id=parent_span_id,
+        name=f"chat {call.model}",
+        kind="client",
+        start_time=call.start_ns,
+        end_time=call.end_ns,
+        status_code="error" if call.error else "unset",
+        status_message=call.error or "",
+        attributes={
+            "gen_ai.operation.name": "chat",
+            "gen_ai.request.model": call.model,
+            "gen_ai.usage.input_tokens": call.input_tokens,
+            "gen_ai.usage.output_tokens": call.output_tokens,
+            "gen_ai.agent.name": agent,
+            **(attributes or {}),
+        },
+    )
 
 
 class ChatLLM:

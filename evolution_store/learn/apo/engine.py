@@ -26,6 +26,7 @@ from typing import Any
 
 from ..llm import LLMBudgetExhausted, LLMCall, resolve_llm
 from .candidates import Candidate, OptimizeResult, Progress
+from .coaching import coach_step
 from .evaluation import BudgetExhausted, EvalRecord, EvaluateFn, Evaluation, Evaluator, example_ids
 from .gate import GateVerdict, judge, plan_gate, regressions, target_improved
 from .guardrails import refusal, template_variables
@@ -508,6 +509,7 @@ async def optimize_prompt_async(
     store: Any = None,
     agent: str = "agent",
     progress: Callable[[Progress], None] | None = None,
+    coach: Any = None,
     **tuning: Any,
 ) -> OptimizeResult:
     """`optimize_prompt` for callers already in an event loop (an `EvolutionStore` opened in
@@ -563,11 +565,15 @@ async def optimize_prompt_async(
     try:
         baseline = await _baseline(run, seed_prompt)
         _report(run, progress)
-        idle = 0
+        idle = iteration = 0
         while run.evaluator.remaining > 0 and idle < settings.max_idle_iterations:
+            seen = len(run.candidates)
             spent = await _iterate(run)
             idle = 0 if spent else idle + 1
             _report(run, progress)
+            if coach is not None:
+                iteration += 1
+                run.settings = await coach_step(coach, run, iteration, seen)
         await recorder.flush()
     finally:
         await recorder.close()
@@ -598,7 +604,8 @@ def optimize_prompt(*args: Any, **kwargs: Any) -> OptimizeResult:
     with `.complete(messages) -> str`, or None (heuristic mutations only). With `store` (a
     database URL or an `EvolutionStore`) every candidate, evaluation, gate and LLM call is
     recorded. Same seed, evaluations and LLM replies give the same result. Tuning keywords:
-    `ApoSettings`. (The signature is `optimize_prompt_async`'s.)"""
+    `ApoSettings`. `coach` (a `Coach`) may retune them, and the LLM's temperature, while the
+    run goes (see `apo.coaching`). (The signature is `optimize_prompt_async`'s.)"""
     coroutine = optimize_prompt_async(*args, **kwargs)
     try:
         asyncio.get_running_loop()

@@ -37,6 +37,7 @@ from ...registry_models import (
     ResultsIn,
 )
 from ...store import EvolutionStore
+from ..llm import call_span
 from .candidates import Candidate
 from .evaluation import EvalRecord
 
@@ -333,26 +334,14 @@ class StoreRecorder:
             await self.store.ingest(spans)
 
     def _call_span(self, call: LLMCall, index: int) -> SpanRecord:
-        attributes: dict[str, Any] = {
-            "gen_ai.operation.name": "chat",
-            "gen_ai.request.model": call.model,
-            "gen_ai.usage.input_tokens": call.input_tokens,
-            "gen_ai.usage.output_tokens": call.output_tokens,
-            "gen_ai.agent.name": OPTIMIZER_AGENT,
-            "evolution.apo.run_id": self._run_id,
-        }
-        return SpanRecord(
+        return call_span(
+            call,
+            agent=OPTIMIZER_AGENT,
             trace_id=self._trace_id,
             # Derived from the run and the call's place in it, so a retried flush is idempotent.
             span_id=_hex(f"{self._run_id}:llm:{index}", 16),
             parent_span_id=self._root_span_id,
-            name=f"chat {call.model}",
-            kind="client",
-            start_time=call.start_ns,
-            end_time=call.end_ns,
-            status_code="error" if call.error else "unset",
-            status_message=call.error or "",
-            attributes=attributes,
+            attributes={"evolution.apo.run_id": self._run_id},
         )
 
     @property
