@@ -42,6 +42,7 @@ from .routers import (
     tasks,
 )
 from .routers.otlp import router as otlp_router
+from .ui import install_ui
 
 API_PREFIX = "/api/v1"
 #: seconds the store's `close()` and the gRPC server get to finish in-flight work at shutdown
@@ -141,6 +142,7 @@ def create_app(
         app.include_router(module.router, prefix=API_PREFIX)
 
     app.include_router(otlp_router, dependencies=[WriteAuth])
+    install_ui(app)  # the dashboard's pages at /, beside the API
 
     @app.get("/healthz", tags=["health"])
     async def healthz(request: Request) -> dict[str, Any]:

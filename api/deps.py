@@ -45,7 +45,7 @@ _bearer = HTTPBearer(auto_error=False, description="An EVOLUTION_API_KEYS key")
 Credentials = Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
 
 
-def _key_may_write(
+def key_may_write(
     request: Request, credentials: HTTPAuthorizationCredentials | None
 ) -> bool | None:
     """None when auth is off; else whether the presented key may write. Raises 401."""
@@ -71,14 +71,14 @@ def _key_may_write(
 
 async def require_read(request: Request, credentials: Credentials) -> None:
     """Any valid key for a safe method; a read-write key for everything else."""
-    may_write = _key_may_write(request, credentials)
+    may_write = key_may_write(request, credentials)
     if may_write is False and request.method not in SAFE_METHODS:
         raise HTTPException(403, "this API key is read-only")
 
 
 async def require_write(request: Request, credentials: Credentials) -> None:
     """A read-write key, whatever the method."""
-    if _key_may_write(request, credentials) is False:
+    if key_may_write(request, credentials) is False:
         raise HTTPException(403, "this API key is read-only")
 
 
@@ -88,13 +88,18 @@ async def get_approver(request: Request, credentials: Credentials) -> str:
     The 16 hex digits tell keys apart in an audit while saying nothing usable about the key;
     the key is checked again here (401/403), so an approval can never record a key that could
     not have written."""
-    may_write = _key_may_write(request, credentials)
+    may_write = key_may_write(request, credentials)
     if may_write is None:
         return "anonymous"
     if not may_write:
         raise HTTPException(403, "this API key is read-only")
-    assert credentials is not None  # _key_may_write raised 401 otherwise
-    return hashlib.sha256(credentials.credentials.strip().encode()).hexdigest()[:16]
+    assert credentials is not None  # key_may_write raised 401 otherwise
+    return fingerprint(credentials.credentials.strip())
+
+
+def fingerprint(key: str) -> str:
+    """What an approval records of the key that made it."""
+    return hashlib.sha256(key.encode()).hexdigest()[:16]
 
 
 #: For `APIRouter(dependencies=[ReadAuth])`: reads with any key, writes with a write key.

@@ -22,6 +22,7 @@ from .cli_export import export
 from .cli_learn import learn
 from .cli_ppo import ppo
 from .cli_registry import experiments, prompts
+from .cli_report import report
 from .cli_train import train
 from .cli_worker import worker
 
@@ -147,6 +148,7 @@ cli.add_command(experiments)
 train.add_command(ppo)
 cli.add_command(train)
 cli.add_command(learn)
+cli.add_command(report)
 cli.add_command(worker)
 cli.add_command(analyze)
 cli.add_command(export)

@@ -150,15 +150,33 @@ async def list_tasks(
     *,
     status: str | None = None,
     tag: str | None = None,
+    agent: str | None = None,
+    since: int | None = None,
+    until: int | None = None,
     cursor: str | None = None,
     limit: int = 100,
 ) -> Page:
+    """Tasks newest first, keyset paged; `since`/`until` bound their creation time (ns);
+    `agent` keeps the tasks with a span of that agent (checked task by task, newest first,
+    through the spans' task index, so a common agent's first page is quick)."""
     query = sa.select(tasks)
     if status:
         query = query.where(tasks.c.status == status)
     if tag:
         query = query.where(
             tasks.c.id.in_(sa.select(task_tags.c.task_id).where(task_tags.c.tag == tag))
+        )
+    if since is not None:
+        query = query.where(tasks.c.created_at >= since)
+    if until is not None:
+        query = query.where(tasks.c.created_at < until)
+    if agent:
+        query = query.where(
+            sa.exists(
+                sa.select(sa.literal(1)).where(
+                    spans.c.task_id == tasks.c.id, spans.c.agent == agent
+                )
+            )
         )
     rows, next_cursor = await keyset_page(
         conn, query, [tasks.c.created_at, tasks.c.id], cursor=cursor, limit=limit, descending=True
