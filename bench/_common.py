@@ -10,6 +10,7 @@ dicts so each bench turns them into what it sends (`SpanRecord`s, OTLP protobuf 
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import platform
 import random
@@ -330,3 +331,25 @@ class RssSampler:
         self.stopped.set()
         self.thread.join()
         return max(self.peak, self.process.memory_info().rss)
+
+
+def holds_load(path: str, wanted: dict[str, Any]) -> bool:
+    """Whether the SQLite file at `path` holds the load `wanted` describes, as its sidecar
+    `<path>.json` (written by `remember_load`) says: a bench given `--db` fills it once."""
+    sidecar = path + ".json"
+    if not (os.path.exists(path) and os.path.exists(sidecar)):
+        return False
+    with open(sidecar) as file:
+        return json.load(file) == wanted
+
+
+def remember_load(path: str, wanted: dict[str, Any]) -> None:
+    with open(path + ".json", "w") as file:
+        json.dump(wanted, file)
+
+
+def forget_load(path: str) -> None:
+    """Remove a scratch database and its sidecar."""
+    remove_sqlite(path)
+    with contextlib.suppress(FileNotFoundError):
+        os.remove(path + ".json")

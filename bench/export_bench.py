@@ -33,7 +33,15 @@ import tempfile
 import time
 from typing import Any
 
-from _common import RssSampler, machine_note, print_table, remove_sqlite
+from _common import (
+    RssSampler,
+    forget_load,
+    holds_load,
+    machine_note,
+    print_table,
+    remember_load,
+    remove_sqlite,
+)
 
 from evolution_store import EvolutionStore
 from evolution_store.models import RewardIn, SpanRecord
@@ -132,19 +140,13 @@ def main() -> None:
     path = args.db or os.path.join(workdir, "export.db")
     url = f"sqlite:///{path}"
     wanted = {"spans": args.spans, "prompts": args.prompts, "seed": args.seed, "v": 1}
-    sidecar = path + ".json"
-    reuse = os.path.exists(path) and os.path.exists(sidecar)
-    if reuse:
-        with open(sidecar) as file:
-            reuse = json.load(file) == wanted
-    if reuse:
+    if holds_load(path, wanted):
         print(f"reusing {path}: {args.spans:,} LLM spans")
     else:
         remove_sqlite(path)
         print(f"loading {args.spans:,} LLM spans into {path} ...")
         print(f"loaded in {asyncio.run(load(url, args.spans, args.prompts, args.seed)):.1f} s")
-        with open(sidecar, "w") as file:
-            json.dump(wanted, file)
+        remember_load(path, wanted)
 
     rows = []
     for fmt in args.formats.split(","):
@@ -174,8 +176,7 @@ def main() -> None:
         rows,
     )
     if args.db is None:
-        remove_sqlite(path)
-        os.remove(sidecar)
+        forget_load(path)
     os.rmdir(workdir)
 
 

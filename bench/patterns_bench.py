@@ -50,7 +50,15 @@ import tempfile
 import time
 from typing import Any
 
-from _common import RssSampler, machine_note, print_table, remove_sqlite
+from _common import (
+    RssSampler,
+    forget_load,
+    holds_load,
+    machine_note,
+    print_table,
+    remember_load,
+    remove_sqlite,
+)
 
 from evolution_store import EvolutionStore
 from evolution_store.models import ExecutionIn, RewardIn, SpanRecord, TaskIn
@@ -385,20 +393,14 @@ def main() -> None:
     path = args.db or os.path.join(workdir, "patterns.db")
     url = f"sqlite:///{path}"
     wanted = {"executions": args.executions, "spans": args.spans, "seed": args.seed, "v": 3}
-    sidecar = path + ".json"
-    reuse = os.path.exists(path) and os.path.exists(sidecar)
-    if reuse:
-        with open(sidecar) as file:
-            reuse = json.load(file) == wanted
-    if reuse:
+    if holds_load(path, wanted):
         print(f"reusing {path}: {args.executions:,} executions x {args.spans} spans")
     else:
         remove_sqlite(path)
         print(f"loading {args.executions:,} executions x {args.spans} spans into {path} ...")
         seconds = asyncio.run(load(url, args.executions, args.spans, args.seed))
         print(", ".join(f"{name} {value:.1f} s" for name, value in seconds.items()))
-        with open(sidecar, "w") as file:
-            json.dump(wanted, file)
+        remember_load(path, wanted)
     size = sum(os.path.getsize(path + s) for s in ("", "-wal") if os.path.exists(path + s))
     print(f"database {size / 2**20:,.0f} MB")
 
@@ -411,8 +413,7 @@ def main() -> None:
             raise SystemExit(f"mining {outcome} failed")
         report(json.loads(done.stdout.strip().splitlines()[-1]))
     if args.db is None:
-        remove_sqlite(path)
-        os.remove(sidecar)
+        forget_load(path)
         os.rmdir(workdir)
 
 

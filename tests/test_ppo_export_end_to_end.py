@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import random
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pyarrow.parquet as pq
@@ -176,10 +177,14 @@ def rest_llm_calls(client: httpx.Client) -> None:
         assert client.post("/api/v1/rewards", json=reward).status_code in (200, 201)
 
 
-def export(db: str, fmt: str, out: Path, *options: str) -> None:
-    result = CliRunner().invoke(
-        cli, ["export", "--format", fmt, "--agent", "chat", "--db", db, "--out", str(out), *options]
+def run_export(db: str, fmt: str, out: Path, *options: str, agent: str = "chat") -> Any:
+    return CliRunner().invoke(
+        cli, ["export", "--format", fmt, "--agent", agent, "--db", db, "--out", str(out), *options]
     )
+
+
+def export(db: str, fmt: str, out: Path, *options: str) -> None:
+    result = run_export(db, fmt, out, *options)
     assert result.exit_code == 0, result.output
     assert f"{fmt} records to {out}" in result.output
 
@@ -239,50 +244,9 @@ def test_exports_from_traced_and_rewarded_llm_spans(server, tmp_path):
 
 def test_export_cli_errors(tmp_path):
     db = f"sqlite:///{tmp_path / 'empty.db'}"
-    empty = CliRunner().invoke(
-        cli,
-        [
-            "export",
-            "--format",
-            "triplets",
-            "--agent",
-            "none",
-            "--db",
-            db,
-            "-o",
-            str(tmp_path / "t.jsonl"),
-        ],
-    )
+    empty = run_export(db, "triplets", tmp_path / "t.jsonl", agent="none")
     assert empty.exit_code == 0 and "wrote 0 triplets records" in empty.output
-    since = CliRunner().invoke(
-        cli,
-        [
-            "export",
-            "--format",
-            "trl-sft",
-            "--agent",
-            "a",
-            "--db",
-            db,
-            "--since",
-            "soon",
-            "-o",
-            str(tmp_path / "x"),
-        ],
-    )
+    since = run_export(db, "trl-sft", tmp_path / "x", "--since", "soon")
     assert since.exit_code == 2 and "neither an ISO-8601 time" in since.output
-    unwritable = CliRunner().invoke(
-        cli,
-        [
-            "export",
-            "--format",
-            "trl-sft",
-            "--agent",
-            "a",
-            "--db",
-            db,
-            "-o",
-            str(tmp_path / "missing" / "x.jsonl"),
-        ],
-    )
+    unwritable = run_export(db, "trl-sft", tmp_path / "missing" / "x.jsonl")
     assert unwritable.exit_code == 1 and "cannot write" in unwritable.output
