@@ -85,7 +85,9 @@ def test_generations_keep_their_pace_while_a_2s_reply_is_pending():
         coach.close()
     # Blocking for the reply would allow one generation; a 2 s reply at ~5 ms each allows ~400.
     assert during >= 20
-    assert stats["analyses"] == 1 and server.calls == 1  # one in flight, none queued
+    # One in flight, none queued: a second request only if the next interval came due after
+    # the reply (then in flight when the stats were read).
+    assert stats["analyses"] == 1 and server.calls in {1, 1 + stats["in_flight"]}
     # every interval due meanwhile was skipped, but the last may have come just after the reply
     assert stats["skipped"] + stats["in_flight"] == during // 5
 

@@ -374,3 +374,9 @@ async def test_a_read_only_key_cannot_ask_for_a_run(make_client, store):
         refused = await client.post("/jobs/analysis/run", data={})
         assert refused.status_code == 403 and "read-only" in html(refused)
     assert (await store.list_job_runs()).items == []
+
+
+async def test_run_now_for_an_unknown_job_is_a_404_page(api_client, store):
+    refused = await api_client.post("/jobs/nonsense/run", data={})
+    assert refused.status_code == 404 and "no job named" in html(refused)
+    assert (await store.list_job_runs()).items == []

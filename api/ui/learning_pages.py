@@ -255,5 +255,7 @@ async def run_job(request: Request, job: str, store: StoreDep, who: Who) -> Resp
     """The Run now button: a request the worker picks up (the server never runs a job)."""
     require_write(request, who)
     form = await _form(request)
-    await store.request_job_run(choice("job", job, REPORT_KINDS) or "", agent=form.get("agent"))
+    await store.request_job_run(
+        plain("job", job, most=100) or "", agent=plain("agent", form.get("agent"), most=200)
+    )
     return RedirectResponse("/reports", status_code=303)
