@@ -19,9 +19,9 @@ from factories import span_id, trace_id
 from scipy import stats
 
 from evolution_store import EvolutionStore, InvalidInput
+from evolution_store.learn.pattern_records import holds_within_agents
 from evolution_store.learn.patterns import (
     MinerSettings,
-    _holds_within_agents,
     conditions,
     contexts,
     find_patterns,
@@ -465,8 +465,8 @@ def test_the_agent_check_combines_like_scipy() -> None:
             < 0.05
             for i in range(k)
         )
-        assert _holds_within_agents(list(zip(p, w, strict=True)), 0.05) is expected
-    assert not _holds_within_agents([(1e-9, 10.0)], 0.05)  # one agent cannot pass
+        assert holds_within_agents(list(zip(p, w, strict=True)), 0.05) is expected
+    assert not holds_within_agents([(1e-9, 10.0)], 0.05)  # one agent cannot pass
 
 
 def test_explanations_carry_the_numbers() -> None:
