@@ -14,8 +14,15 @@ from scipy import stats as scipy_stats
 
 from ..pattern_writes import pattern_id
 from .pattern_conditions import Candidates, Condition, Context
+from .pattern_hypotheses import (
+    Data,
+    Family,
+    Variable,
+    block_sums,
+    scipy_test_result,
+    tests_of_family,
+)
 from .pattern_settings import METRICS, MinerSettings
-from .pattern_tests import Data, Family, Variable, block_sums, scipy_test_result, tests_of_family
 from .stats import (
     HypothesisResult,
     mean_interval,

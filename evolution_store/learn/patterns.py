@@ -49,6 +49,14 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from .pattern_conditions import Candidates, Condition, Context, conditions, contexts
+from .pattern_hypotheses import (
+    Data,
+    Family,
+    Groups,
+    adjust_families,
+    outcome_values,
+    tests_of_context,
+)
 from .pattern_records import (
     check_agents,
     classify_findings,
@@ -57,7 +65,6 @@ from .pattern_records import (
     pattern_record,
 )
 from .pattern_settings import MinerSettings
-from .pattern_tests import Data, Family, Groups, adjust_families, outcome_values, tests_of_context
 
 if TYPE_CHECKING:
     from ..pattern_facts import ExecutionFacts

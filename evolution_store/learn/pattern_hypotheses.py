@@ -1,6 +1,6 @@
-"""The pattern learner's tests (`patterns`, steps 3 and 4): outcome and metric values, every
-condition of a context tested at once with NumPy, then Benjamini–Hochberg over the run with
-scipy's exact p-values where they decide."""
+"""The pattern learner's hypothesis tests (`patterns`, steps 3 and 4): outcome and metric
+values, every condition of a context tested at once with NumPy, then Benjamini–Hochberg over
+the run with scipy's exact p-values where they decide."""
 
 from __future__ import annotations
 
