@@ -59,6 +59,19 @@ def translate_write_error(exc: Exception) -> EvolutionStoreError:
     return error
 
 
+def translate_read_error(exc: Exception) -> Exception:
+    """The store's error for an exception a read raised, chained to it; anything that is not
+    the database's (a bug of ours) is returned as it is, to be raised unchanged."""
+    if is_bad_value(exc):
+        error: Exception = InvalidInput(f"unusable value in the query: {first_line(exc)}")
+    elif is_database_error(exc):
+        error = StorageError(f"database read failed: {first_line(exc)}")
+    else:
+        return exc
+    error.__cause__ = exc
+    return error
+
+
 def _causes(exc: BaseException) -> tuple[BaseException | None, ...]:
     # SQLAlchemy wraps the driver adapter's exception (`orig`), which wraps asyncpg's.
     orig = getattr(exc, "orig", None)

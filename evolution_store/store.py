@@ -23,7 +23,7 @@ from . import (
 )
 from .backends import backend_for
 from .backends.base import Backend, StatementHook
-from .db_errors import first_line, is_bad_value, is_database_error
+from .db_errors import first_line, translate_read_error
 from .errors import InvalidInput, StorageError
 from .group_commit import GroupCommitWriter, WriteContext
 from .models import ExecutionIn, RewardIn, SpanRecord, TaskIn
@@ -297,11 +297,10 @@ class EvolutionStore(LearningStore, UiReads, ReportReads, AnalysisReads, JobsSto
             async with self._reader_engine.connect() as conn:
                 return await fn(conn, *args, **kwargs)
         except Exception as exc:
-            if is_bad_value(exc):
-                raise InvalidInput(f"unusable value in the query: {first_line(exc)}") from exc
-            if not is_database_error(exc):
+            error = translate_read_error(exc)
+            if error is exc:
                 raise
-            raise StorageError(f"database read failed: {first_line(exc)}") from exc
+            raise error from exc
 
     async def get_task(self, task_id: str) -> dict[str, Any]:
         return await self._read(queries.get_task, task_id)

@@ -15,8 +15,7 @@ from . import (
     pattern_queries,
     pattern_writes,
 )
-from .db_errors import first_line, is_bad_value, is_database_error
-from .errors import InvalidInput, StorageError
+from .db_errors import translate_read_error
 from .pattern_facts import ExecutionFacts
 from .queries import Page
 
@@ -102,11 +101,10 @@ class LearningStore:
             ):
                 yield page
         except Exception as exc:
-            if is_bad_value(exc):
-                raise InvalidInput(f"unusable value in the query: {first_line(exc)}") from exc
-            if not is_database_error(exc):
+            error = translate_read_error(exc)
+            if error is exc:
                 raise
-            raise StorageError(f"database read failed: {first_line(exc)}") from exc
+            raise error from exc
 
     async def save_patterns(
         self, patterns: list[dict[str, Any]], *, scope: dict[str, Any]

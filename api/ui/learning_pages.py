@@ -21,7 +21,7 @@ from evolution_store.registry_models import ApproveIn
 
 from ..deps import StoreDep
 from .auth import Viewer, require_write, safe_next, viewer
-from .pages import query_url
+from .pages import next_page_url, query_url
 from .render import PageRoute, choice, plain, render
 
 router = APIRouter(route_class=PageRoute, include_in_schema=False)
@@ -62,9 +62,7 @@ async def patterns_page(
         "status": choice("status", status, PATTERN_STATUSES),
     }
     page = await store.list_patterns(**filters, cursor=plain("cursor", cursor, most=1000), limit=50)
-    next_url = (
-        query_url("/patterns", **filters, cursor=page.next_cursor) if page.next_cursor else None
-    )
+    next_url = next_page_url("/patterns", filters, page.next_cursor)
     return render(
         request,
         "patterns.html",
@@ -226,9 +224,7 @@ async def reports_page(
         "agent": plain("agent", agent, most=200),
     }
     page = await store.list_reports(**filters, cursor=plain("cursor", cursor, most=1000), limit=50)
-    next_url = (
-        query_url("/reports", **filters, cursor=page.next_cursor) if page.next_cursor else None
-    )
+    next_url = next_page_url("/reports", filters, page.next_cursor)
     return render(
         request,
         "reports.html",

@@ -42,6 +42,11 @@ def query_url(path: str, **params: Any) -> str:
     return path + ("?" + urlencode(kept) if kept else "")
 
 
+def next_page_url(path: str, filters: dict[str, Any], next_cursor: str | None) -> str | None:
+    """The link to a list's next page, its filters kept; None on the last page."""
+    return query_url(path, **filters, cursor=next_cursor) if next_cursor else None
+
+
 def with_points(summary: dict[str, Any]) -> dict[str, Any]:
     """`summary` (`ui_agent_summary`) with its time buckets as chart points per figure."""
     summary["points"] = {
@@ -136,9 +141,7 @@ async def tasks_page(
         cursor=plain("cursor", cursor, most=1000),
         limit=TASKS_PER_PAGE,
     )
-    next_url = None
-    if page.next_cursor:
-        next_url = query_url("/tasks", **filters, cursor=page.next_cursor)
+    next_url = next_page_url("/tasks", filters, page.next_cursor)
     return render(
         request,
         "tasks.html",
